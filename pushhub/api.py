@@ -1,0 +1,180 @@
+"""The HTTP API: publish, health and readiness.
+
+Channel data is reachable over HTTP only with an API key (``Authorization: Bearer``) once
+keys are configured, and only from loopback addresses while none are.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from pushhub import __version__, protocol
+from pushhub.errors import EngineUnavailable, ErrorCode, ProtocolError
+from pushhub.node import Node
+
+logger = logging.getLogger("pushhub.api")
+
+#: Channels one publish request may name: a bound on the work one request can cause.
+MAX_PUBLISH_CHANNELS = 100
+
+_STATUS = {
+    ErrorCode.BAD_JSON: 400,
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.BAD_CHANNEL: 400,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.UNAVAILABLE: 503,
+}
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def error_response(code: ErrorCode, message: str) -> Response:
+    headers = {"Retry-After": "1"} if code is ErrorCode.UNAVAILABLE else None
+    if code is ErrorCode.UNAUTHORIZED:
+        headers = {"WWW-Authenticate": "Bearer"}
+    body = {"error": {"code": code, "message": message}}
+    return json_response(body, _STATUS.get(code, 500), headers)
+
+
+def _node(request: Request) -> Node:
+    node: Node = request.app.state.node
+    return node
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def authorize(request: Request) -> None:
+    """Raise ProtocolError unless the request may read or write channel data."""
+    keys = _node(request).settings.api_keys
+    if not keys:
+        client = request.client.host if request.client else None
+        if not _is_loopback(client):
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                "no API keys are configured, so the HTTP API answers loopback clients only",
+            )
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise ProtocolError(ErrorCode.UNAUTHORIZED, "send 'Authorization: Bearer <API key>'")
+    candidate = given.strip().encode()
+    # Compare against every key, never stopping early, so timing tells nothing.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(candidate, key.encode())
+    if not matched:
+        raise ProtocolError(ErrorCode.UNAUTHORIZED, "unknown API key")
+
+
+async def read_json_body(request: Request, limit: int) -> Any:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"body over {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ProtocolError(ErrorCode.TOO_LARGE, f"body over {limit} bytes")
+        chunks.append(chunk)
+    try:
+        return orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(ErrorCode.BAD_JSON, f"body is not valid JSON: {exc}") from None
+
+
+_PUBLISH_FIELDS = {"channel", "channels", "data"}
+
+
+def parse_publish(body: Any) -> tuple[list[str], Any]:
+    """The channels and data of a publish request body, or ProtocolError."""
+    if not isinstance(body, dict):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "body must be a JSON object")
+    unknown = sorted(set(body) - _PUBLISH_FIELDS)
+    if unknown:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown field(s): {', '.join(unknown)}")
+    if "data" not in body:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "missing field 'data'")
+    if ("channel" in body) == ("channels" in body):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "give exactly one of 'channel' or 'channels'")
+    if "channel" in body:
+        return [protocol.validate_channel(body["channel"])], body["data"]
+    raw = body["channels"]
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_PUBLISH_CHANNELS:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            f"'channels' must be a list of 1 to {MAX_PUBLISH_CHANNELS} channel names",
+        )
+    channels = list(dict.fromkeys(protocol.validate_channel(c) for c in raw))
+    return channels, body["data"]
+
+
+async def publish(request: Request) -> Response:
+    node = _node(request)
+    try:
+        authorize(request)
+        body = await read_json_body(request, node.settings.max_message_size)
+        channels, data = parse_publish(body)
+        await node.publish(channels, data)
+    except ProtocolError as exc:
+        return error_response(exc.code, exc.message)
+    except EngineUnavailable as exc:
+        logger.warning("HTTP publish failed: %s", exc)
+        return error_response(ErrorCode.UNAVAILABLE, "the engine is unavailable, retry later")
+    return json_response({"results": [{"channel": c} for c in channels]})
+
+
+async def stats(request: Request) -> Response:
+    try:
+        authorize(request)
+    except ProtocolError as exc:
+        return error_response(exc.code, exc.message)
+    return json_response(_node(request).stats())
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok", "version": __version__})
+
+
+async def readyz(request: Request) -> Response:
+    node = _node(request)
+    try:
+        await node.engine.check()
+    except EngineUnavailable as exc:
+        return json_response(
+            {"status": "unavailable", "engine": node.engine.name, "reason": str(exc)}, 503
+        )
+    return json_response({"status": "ready", "engine": node.engine.name})
+
+
+async def index(request: Request) -> Response:
+    return json_response({"name": "pushhub", "version": __version__, "websocket": "/ws"})
+
+
+routes = [
+    Route("/", index, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/api/publish", publish, methods=["POST"]),
+    Route("/api/stats", stats, methods=["GET"]),
+]

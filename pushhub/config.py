@@ -1,0 +1,245 @@
+"""One typed ``Settings`` object, read once at start-up.
+
+Sources, highest precedence first: command-line flags, environment variables
+(``PUSHHUB_<NAME>``, plus the platform's unprefixed ``REDIS_URL`` and ``PORT``), the
+TOML file named by ``--config`` or ``PUSHHUB_CONFIG``, then the defaults below. A bad
+value raises ``ConfigError`` naming where it came from, so start-up stops with one line.
+``docs/configuration.md`` lists every setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pushhub.errors import ConfigError
+
+ENV_PREFIX = "PUSHHUB_"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    #: Interface to listen on. Loopback by default: exposing a server is a decision.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: None selects the in-process memory engine (a single node).
+    redis_url: str | None = None
+    #: Prefix of every Redis key pushhub owns.
+    key_prefix: str = "pushhub:"
+    #: Largest inbound WebSocket frame and HTTP publish body. Centrifugo's default;
+    #: uvicorn's 16 MiB would let one client make the node buffer that much.
+    max_message_size: int = 64 * 1024
+    #: Channels one connection may hold at once (Centrifugo's default).
+    max_subscriptions: int = 128
+    #: Bytes queued for one client before it is closed as slow.
+    outbound_queue_bytes: int = 1024 * 1024
+    #: WebSocket ping interval and timeout: find half-open connections in bounded time.
+    ping_interval: float = 25.0
+    ping_timeout: float = 20.0
+    #: permessage-deflate costs a zlib context per socket; off unless asked for.
+    websocket_compression: bool = False
+    #: Keys accepted as "Authorization: Bearer <key>" on the HTTP API. With none, the
+    #: HTTP API answers loopback clients only.
+    api_keys: tuple[str, ...] = ()
+    #: This node's id in logs and Redis; generated when empty.
+    node_id: str = ""
+    log_level: str = "info"
+    #: Seconds to wait for connections to close on SIGTERM.
+    shutdown_timeout: float = 10.0
+    config_file: str | None = field(default=None, repr=False)
+
+    @property
+    def engine_url(self) -> str:
+        return self.redis_url or "memory://"
+
+
+Parser = Callable[[str, Any], Any]
+
+
+def _int(lo: int, hi: int) -> Parser:
+    def parse(key: str, raw: Any) -> int:
+        try:
+            value = int(raw) if not isinstance(raw, bool) else None
+        except (TypeError, ValueError):
+            value = None
+        if value is None or not lo <= value <= hi:
+            raise ConfigError(key, raw, f"an integer from {lo} to {hi}")
+        return value
+
+    return parse
+
+
+def _float(lo: float, hi: float) -> Parser:
+    def parse(key: str, raw: Any) -> float:
+        try:
+            value = float(raw) if not isinstance(raw, bool) else None
+        except (TypeError, ValueError):
+            value = None
+        if value is None or not lo <= value <= hi:
+            raise ConfigError(key, raw, f"a number from {lo:g} to {hi:g}")
+        return value
+
+    return parse
+
+
+def _bool(key: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(key, raw, "true or false")
+
+
+def _str(key: str, raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise ConfigError(key, raw, "a string")
+    return raw
+
+
+def _host(key: str, raw: Any) -> str:
+    value = _str(key, raw).strip()
+    if not value or any(c.isspace() for c in value):
+        raise ConfigError(key, raw, "a host name or IP address")
+    return value
+
+
+def _redis_url(key: str, raw: Any) -> str | None:
+    value = _str(key, raw).strip()
+    if not value:
+        return None
+    scheme = urlsplit(value).scheme
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(key, _redact(value), "a redis://, rediss:// or unix:// URL")
+    return value
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
+
+
+def _key_prefix(key: str, raw: Any) -> str:
+    value = _str(key, raw)
+    if not 1 <= len(value) <= 64 or any(c.isspace() or c in "{}*?[]" for c in value):
+        raise ConfigError(key, raw, "1-64 characters without spaces, braces or * ? [ ]")
+    return value
+
+
+def _keys(key: str, raw: Any) -> tuple[str, ...]:
+    items = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise ConfigError(key, "<redacted>", "a comma-separated list or an array of strings")
+    keys = tuple(i.strip() for i in items if i.strip())
+    for k in keys:
+        if len(k) < 16:
+            raise ConfigError(key, "<redacted>", "API keys of at least 16 characters")
+    return keys
+
+
+def _log_level(key: str, raw: Any) -> str:
+    value = _str(key, raw).strip().lower()
+    if value not in LOG_LEVELS:
+        raise ConfigError(key, raw, "one of " + ", ".join(LOG_LEVELS))
+    return value
+
+
+def _node_id(key: str, raw: Any) -> str:
+    value = _str(key, raw).strip()
+    if len(value) > 64 or not all(c.isalnum() or c in "-_." for c in value):
+        raise ConfigError(key, raw, "up to 64 letters, digits, '-', '_' or '.'")
+    return value
+
+
+PARSERS: dict[str, Parser] = {
+    "host": _host,
+    "port": _int(0, 65535),
+    "redis_url": _redis_url,
+    "key_prefix": _key_prefix,
+    "max_message_size": _int(256, 16 * 1024 * 1024),
+    "max_subscriptions": _int(1, 100_000),
+    "outbound_queue_bytes": _int(64 * 1024, 1024 * 1024 * 1024),
+    "ping_interval": _float(1, 3600),
+    "ping_timeout": _float(1, 3600),
+    "websocket_compression": _bool,
+    "api_keys": _keys,
+    "node_id": _node_id,
+    "log_level": _log_level,
+    "shutdown_timeout": _float(0, 3600),
+}
+
+#: Unprefixed variables that hosting platforms set; the PUSHHUB_ form wins over them.
+PLATFORM_ENV = {"redis_url": "REDIS_URL", "port": "PORT"}
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _from_file(path: str) -> dict[str, Any]:
+    try:
+        with Path(path).open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError("--config", path, f"a readable TOML file ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", path, f"valid TOML ({exc})") from None
+    values: dict[str, Any] = {}
+    for name, raw in data.items():
+        key = f"{name} (in {path})"
+        if name not in PARSERS:
+            raise ConfigError(key, raw, "a known setting (see docs/configuration.md)")
+        values[name] = PARSERS[name](key, raw)
+    return values
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, parser in PARSERS.items():
+        for var in (env_name(name), PLATFORM_ENV.get(name)):
+            if var is not None and var in env:
+                values[name] = parser(var, env[var])
+                break
+    return values
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build ``Settings`` from flags (name -> raw value), the environment and the file."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    env = os.environ if env is None else env
+    config_file = flags.pop("config", None) or env.get(ENV_PREFIX + "CONFIG") or None
+    values: dict[str, Any] = {}
+    if config_file:
+        values.update(_from_file(config_file))
+    values.update(_from_env(env))
+    for name, raw in flags.items():
+        if name not in PARSERS:
+            raise ConfigError(f"--{name.replace('_', '-')}", raw, "a known option")
+        values[name] = PARSERS[name](f"--{name.replace('_', '-')}", raw)
+    settings = Settings(**values, config_file=config_file)
+    if settings.ping_timeout > settings.ping_interval * 4:
+        raise ConfigError("ping_timeout", settings.ping_timeout, "at most 4 x ping_interval")
+    return settings
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """Settings as a dict safe to log: secrets redacted."""
+    out = dataclasses.asdict(settings)
+    out["api_keys"] = f"<{len(settings.api_keys)} configured>"
+    if settings.redis_url:
+        out["redis_url"] = _redact(settings.redis_url)
+    return out

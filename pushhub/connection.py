@@ -1,0 +1,188 @@
+"""One client connection: a bounded outbound queue drained by its own writer task.
+
+Broadcast never waits for a client. ``send`` appends an already-encoded frame to the
+queue and returns at once; the writer task is the only code that awaits the socket.
+When the queue holds more than its byte limit, the client is not keeping up: the
+queue is dropped and the connection closed with ``CloseCode.SLOW`` (reconnectable),
+so one slow reader never holds back the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from enum import Enum
+from typing import Protocol
+
+from pushhub.errors import CloseCode
+
+logger = logging.getLogger("pushhub.connection")
+
+#: How many bytes of queued frames the writer joins into one WebSocket frame. Joining
+#: (with "\n", see docs/protocol.md) saves a syscall and a frame header per message
+#: when a client falls behind a burst; the cap keeps single frames reasonable.
+COALESCE_BYTES = 64 * 1024
+
+
+class Sender(Protocol):
+    """What a connection needs from its transport: send a text frame, close."""
+
+    async def send_text(self, text: str) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class ConnectionState(Enum):
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+_TRANSITIONS = {
+    ConnectionState.OPEN: {ConnectionState.CLOSING, ConnectionState.CLOSED},
+    ConnectionState.CLOSING: {ConnectionState.CLOSED},
+    ConnectionState.CLOSED: set(),
+}
+
+
+class Connection:
+    """A client's outbound side and the channels it holds."""
+
+    __slots__ = (
+        "_close_task",
+        "_queue",
+        "_queued_bytes",
+        "_sender",
+        "_wakeup",
+        "_writer",
+        "channels",
+        "close_code",
+        "id",
+        "max_queue_bytes",
+        "state",
+    )
+
+    def __init__(self, conn_id: str, sender: Sender, max_queue_bytes: int) -> None:
+        self.id = conn_id
+        self.channels: set[str] = set()
+        self.max_queue_bytes = max_queue_bytes
+        self.state = ConnectionState.OPEN
+        self.close_code: int | None = None
+        self._sender = sender
+        self._queue: deque[str] = deque()
+        self._queued_bytes = 0
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._close_task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.id} {self.state.value} channels={len(self.channels)}>"
+
+    def _transition(self, new: ConnectionState) -> None:
+        if new not in _TRANSITIONS[self.state]:
+            raise RuntimeError(
+                f"connection {self.id} cannot go from {self.state.value} to {new.value}; "
+                "a closed connection cannot be reopened, make a new one"
+            )
+        self.state = new
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    def start(self) -> None:
+        """Start the writer task. Call once, after the socket is accepted."""
+        if self._writer is not None:
+            raise RuntimeError(f"connection {self.id} writer already started")
+        self._writer = asyncio.get_running_loop().create_task(
+            self._write_loop(), name=f"pushhub-writer-{self.id}"
+        )
+
+    def send(self, frame: str) -> bool:
+        """Offer a frame without waiting. False if the connection is closing or overflowed."""
+        if self.state is not ConnectionState.OPEN:
+            return False
+        # len(str) undercounts non-ASCII bytes by at most 4x; good enough for a guard rail
+        # and far cheaper than encoding the frame once per subscriber.
+        self._queued_bytes += len(frame)
+        if self._queued_bytes > self.max_queue_bytes:
+            logger.warning(
+                "closing slow connection %s: %d bytes queued (limit %d)",
+                self.id,
+                self._queued_bytes,
+                self.max_queue_bytes,
+            )
+            self.close(CloseCode.SLOW, "slow consumer")
+            return False
+        self._queue.append(frame)
+        self._wakeup.set()
+        return True
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Drop what is queued and close the socket with ``code``, without waiting."""
+        if self.state is not ConnectionState.OPEN:
+            return
+        self._transition(ConnectionState.CLOSING)
+        self.close_code = code
+        self._queue.clear()
+        self._queued_bytes = 0
+        # The writer may be blocked on a socket that is not draining; cancel it rather
+        # than wait for it, then send the close frame from a task of its own.
+        if self._writer is not None:
+            self._writer.cancel()
+        self._close_task = asyncio.get_running_loop().create_task(
+            self._send_close(code, reason), name=f"pushhub-close-{self.id}"
+        )
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        try:
+            await self._sender.close(code, reason)
+        except Exception:  # the peer may be gone already; the close is best effort
+            logger.debug("close of %s failed", self.id, exc_info=True)
+
+    def closed(self) -> None:
+        """Record that the socket is gone (the transport saw the disconnect)."""
+        if self.state is not ConnectionState.CLOSED:
+            self._transition(ConnectionState.CLOSED)
+        self._queue.clear()
+        self._queued_bytes = 0
+        if self._writer is not None:
+            self._writer.cancel()
+
+    async def wait_closed(self) -> None:
+        """Wait for the writer and a pending close to finish (after ``closed``)."""
+        for task in (self._writer, self._close_task):
+            if task is not None:
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    if not task.cancelled():
+                        raise
+                except Exception:
+                    logger.debug("task of %s failed", self.id, exc_info=True)
+
+    async def _write_loop(self) -> None:
+        queue = self._queue
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while queue:
+                frame = queue.popleft()
+                size = len(frame)
+                if queue and size < COALESCE_BYTES:
+                    parts = [frame]
+                    while queue and size + len(queue[0]) < COALESCE_BYTES:
+                        nxt = queue.popleft()
+                        parts.append(nxt)
+                        size += len(nxt)
+                    frame = "\n".join(parts)
+                try:
+                    await self._sender.send_text(frame)
+                except Exception:
+                    # The transport reports the disconnect to the reader side, which cleans up.
+                    logger.debug("send to %s failed", self.id, exc_info=True)
+                    return
+                finally:
+                    if self.state is ConnectionState.OPEN:
+                        self._queued_bytes -= size

@@ -1,0 +1,272 @@
+"""The Redis engine: Pub/Sub between nodes through a shared Redis.
+
+The only module that imports redis-py. Every redis-py error becomes ``EngineUnavailable``
+here, and no redis-py type or bytes-for-str crosses into the rest of pushhub.
+
+One Pub/Sub connection per node, read by one task. It is a raw redis-py ``Connection``
+rather than redis-py's ``PubSub`` helper because the reconnect rules matter too much to
+leave implicit: after any failure the connection is thrown away, a new one is made with
+capped, jittered backoff, and every channel the node still wants is subscribed again.
+A watchdog publishes to the node's own probe channel every few seconds and expects to
+hear it back; a connection that stays open but deaf (a failover that kept the TCP
+session) is torn down and rebuilt, and the engine reports itself unready meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from pushhub.backoff import Backoff
+from pushhub.engine.base import MessageHandler
+from pushhub.errors import EngineUnavailable
+
+logger = logging.getLogger("pushhub.engine.redis")
+
+#: Channels per SUBSCRIBE command when resubscribing after a reconnect.
+RESUBSCRIBE_BATCH = 500
+
+_IO_ERRORS = (RedisError, OSError, TimeoutError)
+
+
+class RedisEngine:
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        node_id: str,
+        connect_timeout: float = 2.0,
+        command_timeout: float = 5.0,
+        probe_interval: float = 2.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._client: Redis = Redis.from_url(
+            url,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=command_timeout,
+            # Fail fast: a publish during an outage answers 503 now rather than after retries.
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+        self._url = url
+        self._command_timeout = command_timeout
+        self._probe_interval = probe_interval
+        self._probe_channel = f"__pushhub__.probe.{node_id}"
+        self._backoff = backoff or Backoff(base=0.1, cap=5.0)
+        self._handler: MessageHandler | None = None
+        self._wanted: set[str] = set()  # channels the node holds
+        self._live: set[str] = set()  # confirmed on the current connection
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._conn: AbstractConnection | None = None
+        self._write_lock = asyncio.Lock()
+        self._ready = False
+        self._probe_heard = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+        self._session: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def start(self, handler: MessageHandler) -> None:
+        self._handler = handler
+        loop = asyncio.get_running_loop()
+        self._reader = loop.create_task(self._read_forever(), name="pushhub-redis-reader")
+        self._watchdog = loop.create_task(self._watch(), name="pushhub-redis-watchdog")
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in (self._watchdog, self._reader):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._watchdog = self._reader = None
+        with contextlib.suppress(*_IO_ERRORS):
+            await self._client.aclose()
+
+    # -- the Pub/Sub connection -------------------------------------------------------
+
+    def _new_connection(self) -> AbstractConnection:
+        pool = self._client.connection_pool
+        # No read timeout on the Pub/Sub socket: silence is normal there; the watchdog
+        # decides when silence means deafness.
+        kwargs: dict[str, Any] = {**pool.connection_kwargs, "socket_timeout": None}
+        conn: AbstractConnection = pool.connection_class(**kwargs)
+        return conn
+
+    async def _read_forever(self) -> None:
+        while not self._closing:
+            conn = self._new_connection()
+            try:
+                await conn.connect()  # type: ignore[no-untyped-call]
+                self._conn = conn
+                self._session = asyncio.get_running_loop().create_task(self._session_loop(conn))
+                await self._session
+            except asyncio.CancelledError:
+                if self._closing or self._session is None or not self._session.cancelled():
+                    raise
+                logger.warning("Redis Pub/Sub connection is deaf (probe not heard); reconnecting")
+            except _IO_ERRORS as exc:
+                if self._ready or self._backoff.attempt == 0:
+                    logger.warning("Redis Pub/Sub connection lost: %s; reconnecting", exc)
+                else:
+                    logger.debug("Redis Pub/Sub reconnect failed: %s", exc)
+            finally:
+                self._drop_connection(conn)
+                with contextlib.suppress(*_IO_ERRORS):
+                    await conn.disconnect()
+            if not self._closing:
+                await asyncio.sleep(self._backoff.next())
+
+    def _drop_connection(self, conn: AbstractConnection) -> None:
+        if self._conn is conn:
+            self._conn = None
+        self._session = None
+        self._ready = False
+        self._live.clear()
+        for waiters in self._waiters.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_exception(EngineUnavailable("Redis Pub/Sub connection lost"))
+        self._waiters.clear()
+
+    async def _session_loop(self, conn: AbstractConnection) -> None:
+        # The probe channel goes first: its confirmation is what makes the engine ready.
+        channels = [self._probe_channel, *self._wanted]
+        for start in range(0, len(channels), RESUBSCRIBE_BATCH):
+            await conn.send_command("SUBSCRIBE", *channels[start : start + RESUBSCRIBE_BATCH])
+        while True:
+            reply = await conn.read_response(timeout=math.inf)
+            self._dispatch(reply)
+
+    def _dispatch(self, reply: Any) -> None:
+        if not isinstance(reply, list) or len(reply) < 3:
+            return
+        kind = reply[0]
+        if kind == b"message":
+            channel = reply[1].decode()
+            if channel == self._probe_channel:
+                self._probe_heard.set()
+            elif self._handler is not None:
+                self._handler(channel, reply[2])
+        elif kind == b"subscribe":
+            channel = reply[1].decode()
+            if channel == self._probe_channel:
+                if not self._ready:
+                    logger.info("Redis Pub/Sub connected (%d channels)", len(self._wanted))
+                self._ready = True
+                self._backoff.reset()
+            elif channel in self._wanted:
+                self._live.add(channel)
+            for fut in self._waiters.pop(channel, ()):
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def _send(self, *args: str) -> None:
+        conn = self._conn
+        if conn is None or not self._ready:
+            raise EngineUnavailable("Redis Pub/Sub connection is not ready")
+        async with self._write_lock:
+            if self._conn is not conn:
+                raise EngineUnavailable("Redis Pub/Sub connection was replaced")
+            await conn.send_command(*args)
+
+    # -- the watchdog -------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._probe_interval)
+            if not self._ready or self._session is None:
+                continue
+            session = self._session
+            self._probe_heard.clear()
+            try:
+                receivers = await self._client.publish(self._probe_channel, b"probe")
+                if receivers:
+                    await asyncio.wait_for(self._probe_heard.wait(), self._probe_interval * 2)
+                    continue
+            except TimeoutError:
+                pass
+            except _IO_ERRORS:
+                continue  # Redis is down: the reader finds out by itself
+            # Redis does not count us as a subscriber, or the probe never came back.
+            if session is self._session:
+                session.cancel()
+
+    # -- the contract ---------------------------------------------------------------
+
+    async def subscribe(self, channel: str) -> None:
+        self._wanted.add(channel)
+        if channel in self._live:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(channel, []).append(fut)
+        try:
+            await self._send("SUBSCRIBE", channel)
+            await asyncio.wait_for(asyncio.shield(fut), self._command_timeout)
+        except (EngineUnavailable, *_IO_ERRORS) as exc:
+            self._wanted.discard(channel)
+            raise EngineUnavailable(f"cannot subscribe to {channel!r}: {exc}") from None
+        finally:
+            waiters = self._waiters.get(channel)
+            if waiters is not None and fut in waiters:
+                waiters.remove(fut)
+                if not waiters:
+                    del self._waiters[channel]
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._wanted.discard(channel)
+        # Forget it now, not on Redis's confirmation: a subscribe that follows before the
+        # confirmation arrives must send its own SUBSCRIBE, which Redis applies in order.
+        was_live = channel in self._live
+        self._live.discard(channel)
+        if was_live:
+            with contextlib.suppress(EngineUnavailable, *_IO_ERRORS):
+                await self._send("UNSUBSCRIBE", channel)
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        try:
+            await self._client.publish(channel, payload)
+        except _IO_ERRORS as exc:
+            raise EngineUnavailable(f"publish failed: {exc}") from None
+
+    async def publish_many(self, items: Iterable[tuple[str, bytes]]) -> None:
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for channel, payload in items:
+                    pipe.publish(channel, payload)
+                await pipe.execute()
+        except _IO_ERRORS as exc:
+            raise EngineUnavailable(f"publish failed: {exc}") from None
+
+    async def check(self) -> None:
+        if not self._ready:
+            raise EngineUnavailable("Redis Pub/Sub connection is not ready")
+        try:
+            await asyncio.wait_for(self._client.ping(), self._command_timeout)
+        except _IO_ERRORS as exc:
+            raise EngineUnavailable(f"Redis does not answer PING: {exc}") from None
+
+    def subscribed_channels(self) -> frozenset[str]:
+        return frozenset(self._wanted)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+
+def from_url(url: str, *, node_id: str, **options: Any) -> RedisEngine:
+    return RedisEngine(url, node_id=node_id, **options)

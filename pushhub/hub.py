@@ -1,0 +1,75 @@
+"""The local registry: which of this node's connections hold which channel.
+
+The hub knows nothing of Redis or of other nodes. ``broadcast`` offers one encoded frame
+to every local subscriber and never awaits, so a publish costs the node one encode and
+one non-blocking append per subscriber.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pushhub.connection import Connection
+
+
+class Hub:
+    """channel -> the local connections subscribed to it."""
+
+    __slots__ = ("_channels", "_connections")
+
+    def __init__(self) -> None:
+        self._channels: dict[str, set[Connection]] = {}
+        self._connections: set[Connection] = set()
+
+    def register(self, conn: Connection) -> None:
+        self._connections.add(conn)
+
+    def unregister(self, conn: Connection) -> None:
+        self._connections.discard(conn)
+
+    def add(self, conn: Connection, channel: str) -> bool:
+        """Subscribe ``conn`` locally. True if it is the channel's first local subscriber."""
+        subs = self._channels.get(channel)
+        first = subs is None
+        if subs is None:
+            subs = self._channels[channel] = set()
+        subs.add(conn)
+        conn.channels.add(channel)
+        return first
+
+    def remove(self, conn: Connection, channel: str) -> bool:
+        """Unsubscribe ``conn`` locally. True if the channel has no local subscriber left."""
+        conn.channels.discard(channel)
+        subs = self._channels.get(channel)
+        if subs is None:
+            return False
+        subs.discard(conn)
+        if subs:
+            return False
+        del self._channels[channel]
+        return True
+
+    def has_subscribers(self, channel: str) -> bool:
+        return channel in self._channels
+
+    def broadcast(self, channel: str, frame: str) -> int:
+        """Offer ``frame`` to every local subscriber of ``channel``; return how many took it."""
+        subs = self._channels.get(channel)
+        if not subs:
+            return 0
+        delivered = 0
+        for conn in subs:
+            if conn.send(frame):
+                delivered += 1
+        return delivered
+
+    def channels(self) -> Iterator[str]:
+        return iter(self._channels)
+
+    @property
+    def channel_count(self) -> int:
+        return len(self._channels)
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
