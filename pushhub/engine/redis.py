@@ -72,6 +72,8 @@ class RedisEngine:
         self._conn: AbstractConnection | None = None
         self._write_lock = asyncio.Lock()
         self._ready = False
+        self._ready_event = asyncio.Event()
+        self._connect_timeout = connect_timeout
         self._probe_heard = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._session: asyncio.Task[None] | None = None
@@ -85,6 +87,12 @@ class RedisEngine:
         loop = asyncio.get_running_loop()
         self._reader = loop.create_task(self._read_forever(), name="pushhub-redis-reader")
         self._watchdog = loop.create_task(self._watch(), name="pushhub-redis-watchdog")
+        # Start ready when Redis is there; start anyway (unready, reconnecting) when not,
+        # so that a node booted during a Redis outage serves /healthz and recovers alone.
+        try:
+            await asyncio.wait_for(self._ready_event.wait(), self._connect_timeout + 1)
+        except TimeoutError:
+            logger.warning("Redis is not reachable at start-up; the node starts unready")
 
     async def close(self) -> None:
         self._closing = True
@@ -136,6 +144,7 @@ class RedisEngine:
             self._conn = None
         self._session = None
         self._ready = False
+        self._ready_event.clear()
         self._live.clear()
         for waiters in self._waiters.values():
             for fut in waiters:
@@ -149,7 +158,7 @@ class RedisEngine:
         for start in range(0, len(channels), RESUBSCRIBE_BATCH):
             await conn.send_command("SUBSCRIBE", *channels[start : start + RESUBSCRIBE_BATCH])
         while True:
-            reply = await conn.read_response(timeout=math.inf)
+            reply = await conn.read_response(timeout=math.inf, push_request=True)
             self._dispatch(reply)
 
     def _dispatch(self, reply: Any) -> None:
@@ -168,6 +177,7 @@ class RedisEngine:
                 if not self._ready:
                     logger.info("Redis Pub/Sub connected (%d channels)", len(self._wanted))
                 self._ready = True
+                self._ready_event.set()
                 self._backoff.reset()
             elif channel in self._wanted:
                 self._live.add(channel)

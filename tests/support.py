@@ -1,0 +1,249 @@
+"""Real processes for tests: redis-server, pushhub nodes, WebSocket clients.
+
+Everything listens on 127.0.0.1 and free ports; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.02) -> None:
+    """Poll ``predicate`` until true, or fail naming ``what``. For cross-process state
+    that offers no event to wait on (a port opening, a process exiting)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, without persistence."""
+
+    def __init__(self, port: int | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError(
+                "redis-server is not installed: run ./dev.sh test, which installs it"
+            )
+        self.binary = binary
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="pushhub-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--save", "", "--appendonly", "no", "--dir", self.dir, "--daemonize", "no"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: self.cli("PING").strip() == "PONG", 10, f"redis-server on {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+            self.proc = None
+
+    def cli(self, *args: str, timeout: float = 5) -> str:
+        """Run redis-cli itself against this server and return its output."""
+        result = subprocess.run(
+            ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *args],
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+        return result.stdout.decode()
+
+
+class PushhubNode:
+    """A pushhub node run as a real process: ``python -m pushhub serve`` on a free port."""
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        env: Mapping[str, str] | None = None,
+        args: list[str] | None = None,
+    ) -> None:
+        self.port = free_port()
+        self.redis_url = redis_url
+        self.extra_env = dict(env or {})
+        self.extra_args = list(args or [])
+        self.log_path = Path(tempfile.mkstemp(prefix="pushhub-node-", suffix=".log")[1])
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def start(self, timeout: float = 20) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHHUB_")}
+        env.pop("REDIS_URL", None)
+        env.pop("PORT", None)
+        env.update(self.extra_env)
+        args = [sys.executable, "-m", "pushhub", "serve", "--port", str(self.port)]
+        if self.redis_url:
+            args += ["--redis-url", self.redis_url]
+        args += self.extra_args
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+            )
+        wait_for(self._healthy, timeout, f"pushhub on port {self.port} (log: {self.log_path})")
+
+    def _healthy(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"pushhub exited with {self.proc.returncode}:\n{self.log()}")
+        if not _port_open(self.port):
+            return False
+        try:
+            return httpx.get(f"{self.http}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait_ready(self, timeout: float = 15) -> None:
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{self.http}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, timeout, f"pushhub on port {self.port} to be ready", interval=0.05)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+
+class Client:
+    """A real ``websockets`` client that speaks pushhub's protocol.
+
+    Server frames may carry several newline-separated JSON objects (see docs/protocol.md);
+    ``recv`` hands them out one at a time.
+    """
+
+    #: Every client opened by the current test; conftest closes them all afterwards.
+    opened: ClassVar[list[Client]] = []
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        Client.opened.append(self)
+        self._pending: deque[dict[str, Any]] = deque()
+        self._next_id = 0
+
+    @classmethod
+    async def connect(cls, url: str, **kwargs: Any) -> Client:
+        ws = await connect(url, open_timeout=10, **kwargs)
+        return cls(ws)
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+    async def send(self, frame: Any) -> None:
+        await self.ws.send(
+            frame if isinstance(frame, str | bytes) else orjson.dumps(frame).decode()
+        )
+
+    async def recv(self, timeout: float = 5) -> dict[str, Any]:
+        while not self._pending:
+            raw = await asyncio.wait_for(self.ws.recv(), timeout)
+            assert isinstance(raw, str), f"server sent a binary frame: {raw!r}"
+            for line in raw.split("\n"):
+                self._pending.append(orjson.loads(line))
+        return self._pending.popleft()
+
+    async def recv_type(self, kind: str, timeout: float = 5) -> dict[str, Any]:
+        """The next event of type ``kind``; any other event first fails the test."""
+        event = await self.recv(timeout)
+        assert event["type"] == kind, f"expected {kind!r}, got {event}"
+        return event
+
+    async def request(self, frame: dict[str, Any], timeout: float = 5) -> dict[str, Any]:
+        """Send a frame with a fresh id and return the reply carrying that id."""
+        self._next_id += 1
+        rid = self._next_id
+        await self.send({**frame, "id": rid})
+        while True:
+            event = await self.recv(timeout)
+            if event.get("id") == rid:
+                return event
+            self._pending.appendleft(event)
+            raise AssertionError(f"expected the reply to id {rid}, got {event}")
+
+    async def subscribe(self, channel: str) -> dict[str, Any]:
+        reply = await self.request({"type": "subscribe", "channel": channel})
+        assert reply["type"] == "subscribed", reply
+        return reply
+
+    async def closed_code(self, timeout: float = 10) -> int | None:
+        """Read until the server closes; return the close code."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(timeout):
+                async for _ in self.ws:
+                    pass
+        assert self.ws.close_code is not None, "the server did not close the connection"
+        return self.ws.close_code
+
+
+async def publish_http(
+    node: PushhubNode, body: Any, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=10) as http:
+        return await http.post(f"{node.http}/api/publish", json=body, headers=headers)
