@@ -28,12 +28,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _QuietWebSocketEvents(logging.Filter):
+    """Drop uvicorn's per-socket INFO lines; at 10,000 sockets they drown everything else."""
+
+    _NOISE = ("connection open", "connection closed", '"WebSocket ')
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        message = record.getMessage()
+        return not any(noise in message for noise in self._NOISE)
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=logging.DEBUG if level == "trace" else getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if level not in ("debug", "trace"):
+        logging.getLogger("uvicorn.error").addFilter(_QuietWebSocketEvents())
 
 
 def serve(settings: Settings) -> int:

@@ -1,0 +1,147 @@
+"""Faults: a client that stops reading, Redis going away and coming back."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+
+import httpx
+
+from tests.support import Client, PushhubNode, RedisServer, publish_http, wait_for
+
+
+async def _stalled_client(node: PushhubNode) -> Client:
+    """A client whose socket takes in almost nothing once its application stops reading."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", node.port))
+    return await Client.connect(node.ws_url, sock=sock, max_queue=1)
+
+
+async def test_slow_subscriber_is_closed_with_slow_code_while_others_receive_everything(
+    redis_url: str, node_factory: Callable[..., PushhubNode]
+) -> None:
+    node = node_factory(redis_url)
+    fast = await Client.connect(node.ws_url)
+    await fast.subscribe("firehose")
+    slow = await _stalled_client(node)
+    await slow.subscribe("firehose")
+
+    # ~3 MiB through a client that reads nothing: its 1 MiB queue must overflow.
+    chunk = "x" * (48 * 1024)
+    count = 200
+    received = 0
+    for i in range(count):
+        resp = await publish_http(node, {"channel": "firehose", "data": {"i": i, "pad": chunk}})
+        assert resp.status_code == 200
+        # The fast client keeps up, as a real one would.
+        event = await fast.recv()
+        assert event["data"]["i"] == i
+        received += 1
+
+    assert received == count
+    assert await slow.closed_code(timeout=20) == 4001
+    async with httpx.AsyncClient() as http:
+        stats = (await http.get(f"{node.http}/api/stats")).json()
+    assert stats["connections"] == 1
+
+
+async def test_delivery_resumes_after_redis_restarts_under_a_subscribed_client(
+    node_factory: Callable[..., PushhubNode],
+) -> None:
+    redis = RedisServer()
+    redis.start()
+    try:
+        node = node_factory(redis.url)
+        client = await Client.connect(node.ws_url)
+        await client.subscribe("orders")
+        redis.cli("PUBLISH", "orders", '"before"')
+        assert (await client.recv())["data"] == "before"
+
+        redis.stop()
+
+        async with httpx.AsyncClient(timeout=10) as http:
+            wait_for(
+                lambda: httpx.get(f"{node.http}/readyz", timeout=5).status_code == 503,
+                10,
+                "/readyz to answer 503 while Redis is down",
+            )
+            started = time.monotonic()
+            resp = await http.post(
+                f"{node.http}/api/publish", json={"channel": "orders", "data": "lost"}
+            )
+            assert resp.status_code == 503
+            assert resp.json()["error"]["code"] == "unavailable"
+            assert time.monotonic() - started < 3  # fails fast, does not hang
+            assert (await http.get(f"{node.http}/healthz")).status_code == 200
+
+        redis.start()
+        node.wait_ready(timeout=15)
+
+        # The node resubscribed by itself: the client did nothing.
+        assert redis.cli("PUBSUB", "NUMSUB", "orders").split()[-1] == "1"
+        redis.cli("PUBLISH", "orders", '"after"')
+        assert (await client.recv())["data"] == "after"
+        resp = await publish_http(node, {"channel": "orders", "data": "via http"})
+        assert resp.status_code == 200
+        assert (await client.recv())["data"] == "via http"
+    finally:
+        redis.stop()
+
+
+async def test_subscribe_while_redis_is_down_gets_unavailable_then_works_after(
+    node_factory: Callable[..., PushhubNode],
+) -> None:
+    redis = RedisServer()
+    redis.start()
+    try:
+        node = node_factory(redis.url)
+        client = await Client.connect(node.ws_url)
+        redis.stop()
+        wait_for(
+            lambda: httpx.get(f"{node.http}/readyz", timeout=5).status_code == 503, 10, "unready"
+        )
+
+        reply = await client.request({"type": "subscribe", "channel": "later"}, timeout=10)
+        assert reply["code"] == "unavailable"
+
+        redis.start()
+        node.wait_ready(timeout=15)
+        assert (await client.subscribe("later"))["type"] == "subscribed"
+    finally:
+        redis.stop()
+
+
+async def test_node_that_starts_while_redis_is_down_becomes_ready_when_it_comes_up(
+    node_factory: Callable[..., PushhubNode],
+) -> None:
+    redis = RedisServer()
+    node = node_factory(redis.url)
+    assert httpx.get(f"{node.http}/readyz", timeout=5).status_code == 503
+    try:
+        redis.start()
+        node.wait_ready(timeout=15)
+        client = await Client.connect(node.ws_url)
+        await client.subscribe("late")
+        redis.cli("PUBLISH", "late", "1")
+        assert (await client.recv())["data"] == 1
+    finally:
+        redis.stop()
+
+
+async def test_sigterm_closes_clients_with_a_reconnectable_code(
+    redis_url: str, node_factory: Callable[..., PushhubNode]
+) -> None:
+    node = node_factory(redis_url)
+    client = await Client.connect(node.ws_url)
+    await client.subscribe("bye")
+
+    stopping = asyncio.get_running_loop().run_in_executor(None, node.stop)
+    code = await client.closed_code(timeout=20)
+    # uvicorn re-raises SIGTERM after a graceful shutdown, so the exit status names it.
+    assert await stopping in (0, -15)
+
+    assert code in (1001, 1012)
+    assert "node " in node.log() and " stopped" in node.log()  # lifespan shutdown ran
