@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import httpx
@@ -45,7 +46,8 @@ async def test_bad_frame_gets_an_error_frame_and_the_connection_stays_usable(
 
     assert error["type"] == "error"
     assert error["code"] == code
-    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["message"], str)
+    assert error["message"]
     if code not in ("bad_json", "bad_frame", "bad_request"):
         assert error["id"] is not None  # matched to the request that failed
     assert (await client.request({"type": "ping"}))["type"] == "pong"
@@ -99,10 +101,8 @@ async def test_frame_over_the_size_limit_closes_with_1009_and_others_are_untouch
     await offender.subscribe("offender")
 
     big = '{"type":"ping","pad":"' + "x" * (64 * 1024) + '"}'
-    try:
+    with contextlib.suppress(ConnectionClosed):
         await offender.send(big)
-    except ConnectionClosed:
-        pass
 
     assert await offender.closed_code() == 1009
     redis_server.cli("PUBLISH", "calm", '"still here"')
