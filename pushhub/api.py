@@ -144,6 +144,63 @@ async def publish(request: Request) -> Response:
     return json_response({"results": [{"channel": c} for c in channels]})
 
 
+async def presence_members(request: Request) -> Response:
+    node = _node(request)
+    try:
+        authorize(request)
+        channel = protocol.validate_channel(request.path_params["channel"])
+        limit = protocol.parse_limit(request.query_params.get("limit"))
+        cursor = protocol.parse_cursor(request.query_params.get("cursor"))
+        members, next_cursor = await node.presence_page(channel, limit, cursor)
+    except ProtocolError as exc:
+        return error_response(exc.code, exc.message)
+    return json_response({"channel": channel, "members": members, "next_cursor": next_cursor})
+
+
+async def _counts(node: Node, channels: list[str]) -> list[dict[str, int] | None]:
+    enabled = [c for c in channels if node.rules.options(c).presence]
+    try:
+        counts = dict(zip(enabled, await node.engine.presence_counts(enabled), strict=True))
+    except EngineUnavailable:
+        raise ProtocolError(
+            ErrorCode.UNAVAILABLE, "the engine is unavailable, retry later"
+        ) from None
+    return [
+        {"users": counts[c].users, "connections": counts[c].connections} if c in counts else None
+        for c in channels
+    ]
+
+
+async def presence_count(request: Request) -> Response:
+    node = _node(request)
+    try:
+        authorize(request)
+        channel = protocol.validate_channel(request.path_params["channel"])
+        node.require_presence(channel)
+        (count,) = await _counts(node, [channel])
+    except ProtocolError as exc:
+        return error_response(exc.code, exc.message)
+    return json_response({"channel": channel, **(count or {})})
+
+
+async def presence_counts(request: Request) -> Response:
+    node = _node(request)
+    try:
+        authorize(request)
+        raw = request.query_params.get("channels", "")
+        names = list(dict.fromkeys(c for c in raw.split(",") if c))
+        if not 1 <= len(names) <= MAX_PUBLISH_CHANNELS:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                f"give 1 to {MAX_PUBLISH_CHANNELS} comma-separated names in ?channels=",
+            )
+        channels = [protocol.validate_channel(c) for c in names]
+        counts = await _counts(node, channels)
+    except ProtocolError as exc:
+        return error_response(exc.code, exc.message)
+    return json_response({"channels": dict(zip(channels, counts, strict=True))})
+
+
 async def stats(request: Request) -> Response:
     try:
         authorize(request)
@@ -177,4 +234,7 @@ routes = [
     Route("/readyz", readyz, methods=["GET"]),
     Route("/api/publish", publish, methods=["POST"]),
     Route("/api/stats", stats, methods=["GET"]),
+    Route("/api/presence", presence_counts, methods=["GET"]),
+    Route("/api/presence/{channel}", presence_members, methods=["GET"]),
+    Route("/api/presence/{channel}/count", presence_count, methods=["GET"]),
 ]

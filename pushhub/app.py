@@ -29,7 +29,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         eng = engine
         if eng is None:
-            eng = create_engine(settings.engine_url, node_id=settings.node_id)
+            eng = create_engine(
+                settings.engine_url, node_id=settings.node_id, key_prefix=settings.key_prefix
+            )
         node = Node(settings, eng)
         app.state.node = node
         await node.start()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pushhub.channels import ChannelRule, parse_rules
 from pushhub.errors import ConfigError
 
 ENV_PREFIX = "PUSHHUB_"
@@ -53,6 +54,19 @@ class Settings:
     log_level: str = "info"
     #: Seconds to wait for connections to close on SIGTERM.
     shutdown_timeout: float = 10.0
+    #: How often a node refreshes the presence of its connections. Also the bound on
+    #: restoring presence after Redis loses its data.
+    presence_heartbeat: float = 5.0
+    #: A presence entry not refreshed for this long expires: 3 heartbeats, so one
+    #: missed heartbeat never drops a member.
+    presence_ttl: float = 15.0
+    #: A node that has not renewed its lease for this long is dead; a surviving node
+    #: removes its members. The crash bound is about this plus one second.
+    node_lease_ttl: float = 5.0
+    #: Largest presence ``info`` object, in bytes of compact JSON.
+    max_presence_info: int = 1024
+    #: Per-pattern channel options, from ``[[channels]]`` in the configuration file.
+    channels: tuple[ChannelRule, ...] = ()
     config_file: str | None = field(default=None, repr=False)
 
     @property
@@ -65,10 +79,11 @@ Parser = Callable[[str, Any], Any]
 
 def _int(lo: int, hi: int) -> Parser:
     def parse(key: str, raw: Any) -> int:
-        try:
-            value = int(raw) if not isinstance(raw, bool) else None
-        except (TypeError, ValueError):
-            value = None
+        value: int | None = None
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            value = raw
+        elif isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+            value = int(raw)
         if value is None or not lo <= value <= hi:
             raise ConfigError(key, raw, f"an integer from {lo} to {hi}")
         return value
@@ -157,8 +172,9 @@ def _log_level(key: str, raw: Any) -> str:
 
 def _node_id(key: str, raw: Any) -> str:
     value = _str(key, raw).strip()
-    if len(value) > 64 or not all(c.isalnum() or c in "-_." for c in value):
-        raise ConfigError(key, raw, "up to 64 letters, digits, '-', '_' or '.'")
+    # No '.': connection ids are "<node id>.<n>", and reaping matches on that prefix.
+    if len(value) > 64 or not all(c.isascii() and (c.isalnum() or c in "-_") for c in value):
+        raise ConfigError(key, raw, "up to 64 ASCII letters, digits, '-' or '_'")
     return value
 
 
@@ -177,7 +193,14 @@ PARSERS: dict[str, Parser] = {
     "node_id": _node_id,
     "log_level": _log_level,
     "shutdown_timeout": _float(0, 3600),
+    "presence_heartbeat": _float(0.05, 600),
+    "presence_ttl": _float(0.2, 3600),
+    "node_lease_ttl": _float(0.2, 600),
+    "max_presence_info": _int(0, 64 * 1024),
 }
+
+#: Settings only the configuration file can hold (they are tables, not scalars).
+FILE_ONLY = {"channels"}
 
 #: Unprefixed variables that hosting platforms set; the PUSHHUB_ form wins over them.
 PLATFORM_ENV = {"redis_url": "REDIS_URL", "port": "PORT"}
@@ -187,17 +210,20 @@ def env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
-def _from_file(path: str) -> dict[str, Any]:
+def _from_file(path: str, source: str) -> dict[str, Any]:
     try:
         with Path(path).open("rb") as fh:
             data = tomllib.load(fh)
     except OSError as exc:
-        raise ConfigError("--config", path, f"a readable TOML file ({exc.strerror})") from None
+        raise ConfigError(source, path, f"a readable TOML file ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("--config", path, f"valid TOML ({exc})") from None
+        raise ConfigError(source, path, f"valid TOML ({exc})") from None
     values: dict[str, Any] = {}
     for name, raw in data.items():
         key = f"{name} (in {path})"
+        if name == "channels":
+            values[name] = parse_rules(raw, path)
+            continue
         if name not in PARSERS:
             raise ConfigError(key, raw, "a known setting (see docs/configuration.md)")
         values[name] = PARSERS[name](key, raw)
@@ -221,10 +247,13 @@ def load_settings(
     """Build ``Settings`` from flags (name -> raw value), the environment and the file."""
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     env = os.environ if env is None else env
-    config_file = flags.pop("config", None) or env.get(ENV_PREFIX + "CONFIG") or None
+    config_file = flags.pop("config", None)
+    source = "--config"
+    if not config_file:
+        config_file, source = env.get(ENV_PREFIX + "CONFIG") or None, ENV_PREFIX + "CONFIG"
     values: dict[str, Any] = {}
     if config_file:
-        values.update(_from_file(config_file))
+        values.update(_from_file(config_file, source))
     values.update(_from_env(env))
     for name, raw in flags.items():
         if name not in PARSERS:
@@ -233,6 +262,8 @@ def load_settings(
     settings = Settings(**values, config_file=config_file)
     if settings.ping_timeout > settings.ping_interval * 4:
         raise ConfigError("ping_timeout", settings.ping_timeout, "at most 4 x ping_interval")
+    if settings.presence_ttl < settings.presence_heartbeat * 2:
+        raise ConfigError("presence_ttl", settings.presence_ttl, "at least 2 x presence_heartbeat")
     return settings
 
 
@@ -240,6 +271,9 @@ def describe(settings: Settings) -> dict[str, Any]:
     """Settings as a dict safe to log: secrets redacted."""
     out = dataclasses.asdict(settings)
     out["api_keys"] = f"<{len(settings.api_keys)} configured>"
+    out["channels"] = [
+        {"pattern": r.pattern, **dataclasses.asdict(r.options)} for r in settings.channels
+    ]
     if settings.redis_url:
         out["redis_url"] = _redact(settings.redis_url)
     return out

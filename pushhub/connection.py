@@ -59,8 +59,11 @@ class Connection:
         "channels",
         "close_code",
         "id",
+        "identified",
+        "info",
         "max_queue_bytes",
         "state",
+        "user",
     )
 
     def __init__(self, conn_id: str, sender: Sender, max_queue_bytes: int) -> None:
@@ -69,6 +72,11 @@ class Connection:
         self.max_queue_bytes = max_queue_bytes
         self.state = ConnectionState.OPEN
         self.close_code: int | None = None
+        #: Who this connection is: a user id, or None for an anonymous connection.
+        self.user: str | None = None
+        #: Presence info shown to other members, as compact JSON.
+        self.info: bytes | None = None
+        self.identified = False
         self._sender = sender
         self._queue: deque[str] = deque()
         self._queued_bytes = 0

@@ -77,8 +77,10 @@ class CloseCode(IntEnum):
     """WebSocket close codes pushhub sends.
 
     The range tells a client what to do without knowing every code:
-    1000-1015 are the standard codes of RFC 6455 (reconnect after 1001, 1006,
-    1011, 1012, 1013); 4000-4499 mean "reconnect with backoff";
+    1000-1015 are the standard codes of RFC 6455 (reconnect after 1001, 1006, 1009,
+    1011, 1012, 1013, 1014: the server went away, broke, or refused one oversized
+    frame, none of which a new connection repeats by itself); 4000-4499 mean
+    "reconnect with backoff";
     4500-4999 mean "do not reconnect, a person or a code change must act".
     """
 

@@ -12,26 +12,40 @@ import contextlib
 import itertools
 import logging
 import os
+import re
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from pushhub import protocol
+from pushhub.channels import ChannelRules
 from pushhub.config import Settings
 from pushhub.connection import Connection, ConnectionState, Sender
-from pushhub.engine.base import Engine
-from pushhub.errors import EngineUnavailable, ErrorCode, ProtocolError
+from pushhub.engine.base import Engine, PresenceEntry, PresenceMember
+from pushhub.errors import EngineError, EngineUnavailable, ErrorCode, ProtocolError
 from pushhub.hub import Hub
+from pushhub.presence import PresenceManager
 
 logger = logging.getLogger("pushhub.node")
 
 
 def generate_node_id() -> str:
-    host = socket.gethostname().split(".")[0][:24] or "node"
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0])[:24] or "node"
     return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def member_json(member: PresenceMember) -> dict[str, Any]:
+    """A presence member as the socket and the HTTP API show it."""
+    return {
+        **protocol.member_fields(member.key),
+        "connections": member.connections,
+        "info": orjson.Fragment(member.info) if member.info else None,
+    }
 
 
 @dataclass(slots=True)
@@ -41,11 +55,19 @@ class _ChannelLock:
 
 
 class Node:
-    def __init__(self, settings: Settings, engine: Engine, hub: Hub | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        hub: Hub | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.hub = hub if hub is not None else Hub()
         self.id = settings.node_id or generate_node_id()
+        self.rules = ChannelRules(settings.channels)
+        self.presence = PresenceManager(engine, settings, self.rules, self.id, clock)
         self.started_at = time.time()
         self.messages_received = 0
         self.messages_delivered = 0
@@ -56,9 +78,11 @@ class Node:
 
     async def start(self) -> None:
         await self.engine.start(self._on_payload)
+        self.presence.start()
         logger.info("node %s started with the %s engine", self.id, self.engine.name)
 
     async def close(self) -> None:
+        await self.presence.close()
         await self.engine.close()
         logger.info("node %s stopped", self.id)
 
@@ -67,6 +91,15 @@ class Node:
     def _on_payload(self, channel: str, payload: bytes) -> None:
         self.messages_received += 1
         if not self.hub.has_subscribers(channel):
+            return
+        if payload.startswith(protocol.ENVELOPE):
+            if not self.rules.options(channel).join_leave:
+                return
+            event = protocol.event_from_envelope(channel, payload)
+            if event is None:
+                logger.debug("dropped an unknown envelope on %s", channel)
+                return
+            self.messages_delivered += self.hub.broadcast(channel, event)
             return
         frame = protocol.message(channel, protocol.decode_payload(payload))
         self.messages_delivered += self.hub.broadcast(channel, frame)
@@ -98,8 +131,12 @@ class Node:
                 await self.subscribe(conn, command.channel, command.id)
             elif isinstance(command, protocol.Unsubscribe):
                 await self.unsubscribe(conn, command.channel, command.id)
-            else:
+            elif isinstance(command, protocol.Ping):
                 conn.send(protocol.pong(command.id))
+            elif isinstance(command, protocol.Connect):
+                self.identify(conn, command)
+            else:
+                await self.presence_query(conn, command)
         except ProtocolError as exc:
             conn.send(protocol.error(exc))
 
@@ -146,6 +183,9 @@ class Node:
             # message of this channel can reach the client before "subscribed".
             self.hub.add(conn, channel)
             conn.send(protocol.subscribed(channel, request_id))
+        if self.rules.options(channel).presence:
+            entry = PresenceEntry(conn.id, protocol.member_key(conn.user, conn.id), conn.info)
+            await self.presence.join(channel, entry)
 
     async def unsubscribe(self, conn: Connection, channel: str, request_id: int | None) -> None:
         if channel not in conn.channels:
@@ -154,11 +194,63 @@ class Node:
         conn.send(protocol.unsubscribed(channel, request_id))
 
     async def _leave(self, conn: Connection, channel: str) -> None:
-        if not self.hub.remove(conn, channel):
+        last = self.hub.remove(conn, channel)
+        await self.presence.leave(channel, conn.id)
+        if not last:
             return
         async with self._channel_lock(channel):
             if not self.hub.has_subscribers(channel):
                 await self.engine.unsubscribe(channel)
+
+    # -- identity and presence -----------------------------------------------------------
+
+    def identify(self, conn: Connection, command: protocol.Connect) -> None:
+        """Development-mode identity from a ``connect`` frame (see docs/presence.md)."""
+        if conn.identified or conn.channels:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST, "connect must be the first frame, sent once", command.id
+            )
+        info = None
+        if command.info is not None:
+            info = orjson.dumps(command.info)
+            if len(info) > self.settings.max_presence_info:
+                raise ProtocolError(
+                    ErrorCode.BAD_REQUEST,
+                    f"info is over {self.settings.max_presence_info} bytes of JSON",
+                    command.id,
+                )
+        conn.user, conn.info, conn.identified = command.user, info, True
+        conn.send(protocol.connected(conn.id, conn.user, command.id))
+
+    def require_presence(self, channel: str, request_id: int | None = None) -> None:
+        if not self.rules.options(channel).presence:
+            raise ProtocolError(
+                ErrorCode.NOT_FOUND, f"presence is not enabled for {channel!r}", request_id
+            )
+
+    async def presence_page(
+        self, channel: str, limit: int, cursor: str | None, request_id: int | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of members and the cursor of the next page (None at the end)."""
+        self.require_presence(channel, request_id)
+        try:
+            page = await self.engine.presence_page(channel, cursor, limit)
+        except EngineError:
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE, "the engine is unavailable, retry later", request_id
+            ) from None
+        next_cursor = protocol.encode_cursor(page[-1].key) if len(page) == limit else None
+        return [member_json(m) for m in page], next_cursor
+
+    async def presence_query(self, conn: Connection, command: protocol.Presence) -> None:
+        if command.channel not in conn.channels:
+            raise ProtocolError(
+                ErrorCode.NOT_SUBSCRIBED, "subscribe to a channel to see its presence", command.id
+            )
+        members, next_cursor = await self.presence_page(
+            command.channel, command.limit, command.cursor, command.id
+        )
+        conn.send(protocol.presence_reply(command.channel, members, next_cursor, command.id))
 
     # -- publishing ------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ plain function calls. ``docs/protocol.md`` is the specification this module impl
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -16,14 +17,26 @@ from pushhub.errors import ErrorCode, ProtocolError
 
 #: A channel name: 1-255 characters from this set. It excludes Redis glob characters
 #: (``* ? [ ]``), cluster hash-tag braces, whitespace and control characters, so a name
-#: can never reach Redis as a pattern or a key of the client's choosing.
-CHANNEL_RE = re.compile(r"[A-Za-z0-9_\-:.@/=+,#$!~]{1,255}")
+#: can never reach Redis as a pattern or a key of the client's choosing; and ``/``, so a
+#: name is always one segment of an HTTP API path.
+CHANNEL_RE = re.compile(r"[A-Za-z0-9_\-:.@=+,#$!~]{1,255}")
 
 #: Names starting with this are reserved for pushhub's own Pub/Sub traffic (its probes).
 RESERVED_PREFIX = "__"
 
 #: Request ids are JSON integers a JavaScript client can hold exactly.
 MAX_REQUEST_ID = 2**53 - 1
+
+#: A user id: 1-128 characters, none of them a control character.
+USER_RE = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
+
+#: Payloads pushhub publishes for itself (presence events) start with this byte, the
+#: ASCII record separator, which no JSON text and no sensible raw payload starts with.
+ENVELOPE = b"\x1e"
+
+#: Members per presence page, by default and at most.
+PRESENCE_PAGE_DEFAULT = 100
+PRESENCE_PAGE_MAX = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +56,24 @@ class Ping:
     id: int | None = None
 
 
-Command = Subscribe | Unsubscribe | Ping
+@dataclass(frozen=True, slots=True)
+class Connect:
+    """Development-mode identity: the user id and info a connection states for itself."""
+
+    user: str | None = None
+    info: dict[str, Any] | None = None
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    channel: str
+    limit: int = PRESENCE_PAGE_DEFAULT
+    cursor: str | None = None
+    id: int | None = None
+
+
+Command = Subscribe | Unsubscribe | Ping | Connect | Presence
 
 
 def validate_channel(name: object, request_id: int | None = None) -> str:
@@ -53,7 +83,7 @@ def validate_channel(name: object, request_id: int | None = None) -> str:
     if not CHANNEL_RE.fullmatch(name):
         raise ProtocolError(
             ErrorCode.BAD_CHANNEL,
-            "channel must be 1-255 characters of A-Z a-z 0-9 and _ - : . @ / = + , # $ ! ~",
+            "channel must be 1-255 characters of A-Z a-z 0-9 and _ - : . @ = + , # $ ! ~",
             request_id,
         )
     if name.startswith(RESERVED_PREFIX):
@@ -92,9 +122,118 @@ def parse(text: str | bytes) -> Command:
         return Unsubscribe(validate_channel(frame.get("channel"), rid), rid)
     if kind == "ping":
         return Ping(rid)
+    if kind == "connect":
+        return _connect(frame, rid)
+    if kind == "presence":
+        channel = validate_channel(frame.get("channel"), rid)
+        limit = parse_limit(frame.get("limit"), rid)
+        return Presence(channel, limit, parse_cursor(frame.get("cursor"), rid), rid)
     if not isinstance(kind, str):
         raise ProtocolError(ErrorCode.BAD_FRAME, "frame must have a string 'type'", rid)
     raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown frame type {kind[:64]!r}", rid)
+
+
+def validate_user(user: object, request_id: int | None = None) -> str:
+    if not isinstance(user, str) or not USER_RE.fullmatch(user):
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            "user must be a string of 1-128 characters without control characters",
+            request_id,
+        )
+    return user
+
+
+def _connect(frame: dict[str, Any], rid: int | None) -> Connect:
+    user = frame.get("user")
+    if user is not None:
+        user = validate_user(user, rid)
+    info = frame.get("info")
+    if info is not None and not isinstance(info, dict):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "info must be a JSON object", rid)
+    return Connect(user, info, rid)
+
+
+def parse_limit(raw: object, request_id: int | None = None) -> int:
+    """A presence page size: an integer from 1 to PRESENCE_PAGE_MAX, default 100."""
+    if raw is None:
+        return PRESENCE_PAGE_DEFAULT
+    if isinstance(raw, str) and raw.isdigit():
+        raw = int(raw)
+    if type(raw) is not int or not 1 <= raw <= PRESENCE_PAGE_MAX:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            f"limit must be an integer from 1 to {PRESENCE_PAGE_MAX}",
+            request_id,
+        )
+    return raw
+
+
+def parse_cursor(raw: object, request_id: int | None = None) -> str | None:
+    """Decode an opaque presence cursor back to the member key it continues after."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str) and len(raw) <= 1024:
+        try:
+            key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        except (ValueError, UnicodeDecodeError):
+            key = ""
+        if key[:2] in ("u:", "c:"):
+            return key
+    raise ProtocolError(ErrorCode.BAD_REQUEST, "cursor is not one this server issued", request_id)
+
+
+def encode_cursor(member_key: str) -> str:
+    return base64.urlsafe_b64encode(member_key.encode()).decode().rstrip("=")
+
+
+def member_key(user: str | None, conn_id: str) -> str:
+    """Presence groups connections by member: a user, or an anonymous connection."""
+    return f"u:{user}" if user is not None else f"c:{conn_id}"
+
+
+def member_fields(key: str) -> dict[str, Any]:
+    """The wire identity of a member key: {"user": ...} or {"user": null, "client": ...}."""
+    if key.startswith("u:"):
+        return {"user": key[2:]}
+    return {"user": None, "client": key[2:]}
+
+
+def join_envelope(member: str, info: bytes | None) -> bytes:
+    return (
+        ENVELOPE + b'{"t":"join","m":' + orjson.dumps(member) + b',"i":' + (info or b"null") + b"}"
+    )
+
+
+def leave_envelope(member: str) -> bytes:
+    return ENVELOPE + b'{"t":"leave","m":' + orjson.dumps(member) + b"}"
+
+
+def event_from_envelope(channel: str, payload: bytes) -> str | None:
+    """The frame for a presence envelope, or None if the envelope is not one we know."""
+    try:
+        env = orjson.loads(payload[len(ENVELOPE) :])
+        kind, member = env["t"], env["m"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    if kind not in ("join", "leave") or not isinstance(member, str):
+        return None
+    obj: dict[str, Any] = {"type": kind, "channel": channel, **member_fields(member)}
+    if kind == "join":
+        obj["info"] = env.get("i")
+    return _frame(obj)
+
+
+def presence_reply(
+    channel: str, members: list[dict[str, Any]], next_cursor: str | None, request_id: int | None
+) -> str:
+    return _with_id(
+        {"type": "presence", "channel": channel, "members": members, "next_cursor": next_cursor},
+        request_id,
+    )
+
+
+def connected(conn_id: str, user: str | None, request_id: int | None) -> str:
+    return _with_id({"type": "connected", "client": conn_id, "user": user}, request_id)
 
 
 def decode_payload(raw: bytes) -> Any:

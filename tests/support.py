@@ -182,16 +182,20 @@ class Client:
     #: Every client opened by the current test; conftest closes them all afterwards.
     opened: ClassVar[list[Client]] = []
 
-    def __init__(self, ws: ClientConnection) -> None:
+    def __init__(self, ws: ClientConnection, presence_events: bool = False) -> None:
         self.ws = ws
+        #: Whether recv() hands out join/leave events; when False they are set aside
+        #: in ``self.presence_events`` so tests about messages need not skip them.
+        self.wants_presence_events = presence_events
+        self.presence_events: list[dict[str, Any]] = []
         Client.opened.append(self)
         self._pending: deque[dict[str, Any]] = deque()
         self._next_id = 0
 
     @classmethod
-    async def connect(cls, url: str, **kwargs: Any) -> Client:
+    async def connect(cls, url: str, presence_events: bool = False, **kwargs: Any) -> Client:
         ws = await connect(url, open_timeout=10, **kwargs)
-        return cls(ws)
+        return cls(ws, presence_events)
 
     async def close(self) -> None:
         await self.ws.close()
@@ -206,7 +210,11 @@ class Client:
             raw = await asyncio.wait_for(self.ws.recv(), timeout)
             assert isinstance(raw, str), f"server sent a binary frame: {raw!r}"
             for line in raw.split("\n"):
-                self._pending.append(orjson.loads(line))
+                event = orjson.loads(line)
+                if not self.wants_presence_events and event.get("type") in ("join", "leave"):
+                    self.presence_events.append(event)
+                else:
+                    self._pending.append(event)
         return self._pending.popleft()
 
     async def recv_type(self, kind: str, timeout: float = 5) -> dict[str, Any]:

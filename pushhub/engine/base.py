@@ -16,15 +16,52 @@ Guarantees every engine gives (checked by tests/contract):
   backing store cannot be reached, and fail fast rather than hang.
 * After the backing store comes back, the engine re-establishes every subscription it
   holds by itself; the node does nothing.
+
+Presence (see docs/presence.md), per channel:
+
+* An entry is one connection, ``conn_id``, belonging to one member: ``u:<user id>`` or,
+  for an anonymous connection, ``c:<conn id>``. A member counts its connections across
+  all nodes; member ``info`` is the latest given.
+* ``presence_join`` of a member's first connection, and ``presence_leave`` or expiry of
+  its last, publish a presence event on the channel itself (an envelope, see
+  ``pushhub.protocol.ENVELOPE``) when asked to emit; never a leave while another
+  connection of that member remains.
+* An entry expires at ``now + ttl`` unless refreshed; expired entries are removed (with
+  their events) by the next refresh of the channel from any node, and whole channels
+  of a node whose lease lapsed are removed by ``reap_dead_nodes``.
+* Times are milliseconds from the node's clock, passed in, so tests inject the clock.
+* Member pages are in member-key order; paging with ``after`` is stable while members
+  come and go (a member present throughout appears exactly once).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 #: Called with (channel, payload) for every payload received on a subscribed channel.
 MessageHandler = Callable[[str, bytes], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceMember:
+    key: str  # "u:<user id>" or "c:<conn id>"
+    connections: int
+    info: bytes | None  # compact JSON object, as given at join
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceCount:
+    users: int
+    connections: int
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceEntry:
+    conn_id: str
+    member: str
+    info: bytes | None
 
 
 class Engine(Protocol):
@@ -59,3 +96,46 @@ class Engine(Protocol):
 
     def subscribed_channels(self) -> frozenset[str]:
         """The channels this engine currently holds a subscription for."""
+
+    # -- presence --------------------------------------------------------------------
+
+    async def presence_join(
+        self, channel: str, entry: PresenceEntry, now_ms: int, ttl_ms: int, emit: bool
+    ) -> None:
+        """Add (or refresh) one connection's entry; emit ``join`` for a member's first."""
+
+    async def presence_leave(self, channel: str, conn_id: str, emit: bool) -> None:
+        """Remove one connection's entry; emit ``leave`` after a member's last. Idempotent."""
+
+    async def presence_refresh(
+        self, items: Sequence[tuple[str, Sequence[str]]], now_ms: int, ttl_ms: int, emit: bool
+    ) -> dict[str, list[str]]:
+        """For each (channel, conn ids): first remove the channel's expired entries, then
+        extend the given entries to ``now + ttl``. Returns, per channel, the conn ids that
+        were missing (lost with Redis data, or reaped) so the node can join them again."""
+
+    async def presence_page(
+        self, channel: str, after: str | None, limit: int
+    ) -> list[PresenceMember]:
+        """Up to ``limit`` members with keys greater than ``after``, in key order."""
+
+    async def presence_counts(self, channels: Sequence[str]) -> list[PresenceCount]:
+        """Users and connections per channel, in O(1) each, without reading members."""
+
+    async def node_heartbeat(
+        self,
+        node_id: str,
+        now_ms: int,
+        lease_ms: int,
+        added: Iterable[str] = (),
+        removed: Iterable[str] = (),
+    ) -> bool:
+        """Renew this node's lease and record the channels where it holds presence.
+        False if the lease was gone (the node was reaped, or Redis lost its data)."""
+
+    async def node_leave(self, node_id: str) -> None:
+        """Drop this node's lease and channel record (a clean shutdown)."""
+
+    async def reap_dead_nodes(self, node_id: str, now_ms: int) -> list[str]:
+        """Remove the presence entries of every node whose lease lapsed, emitting their
+        leave events, exactly once across all nodes. Returns the reaped node ids."""

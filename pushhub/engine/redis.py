@@ -18,8 +18,9 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
@@ -28,7 +29,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from pushhub.backoff import Backoff
-from pushhub.engine.base import MessageHandler
+from pushhub.engine.base import Engine, MessageHandler, PresenceCount, PresenceEntry, PresenceMember
 from pushhub.errors import EngineUnavailable
 
 logger = logging.getLogger("pushhub.engine.redis")
@@ -37,6 +38,13 @@ logger = logging.getLogger("pushhub.engine.redis")
 RESUBSCRIBE_BATCH = 500
 
 _IO_ERRORS = (RedisError, OSError, TimeoutError)
+
+_Arg = bytes | str | int
+
+_PRESENCE_LUA = files("pushhub.engine").joinpath("lua/presence.lua").read_text()
+
+#: Channels per pipeline when refreshing presence, to bound one round trip's size.
+REFRESH_BATCH = 200
 
 
 class RedisEngine:
@@ -47,6 +55,7 @@ class RedisEngine:
         url: str,
         *,
         node_id: str,
+        key_prefix: str = "pushhub:",
         connect_timeout: float = 2.0,
         command_timeout: float = 5.0,
         probe_interval: float = 2.0,
@@ -61,6 +70,8 @@ class RedisEngine:
             health_check_interval=0,
         )
         self._url = url
+        self._prefix = key_prefix
+        self._presence = self._client.register_script(_PRESENCE_LUA)
         self._command_timeout = command_timeout
         self._probe_interval = probe_interval
         self._probe_channel = f"__pushhub__.probe.{node_id}"
@@ -277,6 +288,123 @@ class RedisEngine:
     def ready(self) -> bool:
         return self._ready
 
+    # -- presence --------------------------------------------------------------------
+
+    def _presence_keys(self, channel: str) -> list[str]:
+        base = f"{self._prefix}presence:{{{channel}}}:"
+        return [base + part for part in ("conns", "conninfo", "members", "counts", "info")]
+
+    async def _call(self, coro: Any) -> Any:
+        try:
+            return await coro
+        except _IO_ERRORS as exc:
+            raise EngineUnavailable(f"Redis operation failed: {exc}") from None
+
+    async def presence_join(
+        self, channel: str, entry: PresenceEntry, now_ms: int, ttl_ms: int, emit: bool
+    ) -> None:
+        args: list[_Arg] = ["join", channel, entry.conn_id, entry.member, entry.info or b""]
+        args += [now_ms + ttl_ms, ttl_ms * 2, int(emit)]
+        await self._call(self._presence(keys=self._presence_keys(channel), args=args))
+
+    async def presence_leave(self, channel: str, conn_id: str, emit: bool) -> None:
+        args: list[_Arg] = ["leave", channel, conn_id, int(emit)]
+        await self._call(self._presence(keys=self._presence_keys(channel), args=args))
+
+    async def presence_refresh(
+        self, items: Sequence[tuple[str, Sequence[str]]], now_ms: int, ttl_ms: int, emit: bool
+    ) -> dict[str, list[str]]:
+        missing: dict[str, list[str]] = {}
+        for start in range(0, len(items), REFRESH_BATCH):
+            batch = items[start : start + REFRESH_BATCH]
+            async with self._client.pipeline(transaction=False) as pipe:
+                for channel, conn_ids in batch:
+                    args: list[_Arg] = ["refresh", channel, now_ms, now_ms + ttl_ms]
+                    args += [ttl_ms * 2, int(emit), *conn_ids]
+                    await self._presence(keys=self._presence_keys(channel), args=args, client=pipe)
+                results = await self._call(pipe.execute())
+            for (channel, _), lost in zip(batch, results, strict=True):
+                if lost:
+                    missing[channel] = [c.decode() for c in lost]
+        return missing
+
+    async def presence_page(
+        self, channel: str, after: str | None, limit: int
+    ) -> list[PresenceMember]:
+        args: list[_Arg] = ["page", channel, after or "", limit]
+        flat = await self._call(self._presence(keys=self._presence_keys(channel), args=args))
+        return [
+            PresenceMember(flat[i].decode(), int(flat[i + 1]), flat[i + 2] or None)
+            for i in range(0, len(flat), 3)
+        ]
+
+    async def presence_counts(self, channels: Sequence[str]) -> list[PresenceCount]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for channel in channels:
+                conns, _, members, _, _ = self._presence_keys(channel)
+                pipe.zcard(members)
+                pipe.zcard(conns)
+            flat = await self._call(pipe.execute())
+        return [PresenceCount(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    def _node_channels_key(self, node_id: str) -> str:
+        return f"{self._prefix}node:{{{node_id}}}:channels"
+
+    async def node_heartbeat(
+        self,
+        node_id: str,
+        now_ms: int,
+        lease_ms: int,
+        added: Iterable[str] = (),
+        removed: Iterable[str] = (),
+    ) -> bool:
+        key = self._node_channels_key(node_id)
+        added, removed = list(added), list(removed)
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.zadd(f"{self._prefix}nodes", {node_id: now_ms + lease_ms})
+            if added:
+                pipe.sadd(key, *added)
+            if removed:
+                pipe.srem(key, *removed)
+            # Outlive the lease by far: a reaper needs this set after the node died.
+            pipe.pexpire(key, lease_ms * 20)
+            results = await self._call(pipe.execute())
+        return bool(results[0] == 0)
+
+    async def node_leave(self, node_id: str) -> None:
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.zrem(f"{self._prefix}nodes", node_id)
+            pipe.delete(self._node_channels_key(node_id))
+            await self._call(pipe.execute())
+
+    async def reap_dead_nodes(self, node_id: str, now_ms: int) -> list[str]:
+        nodes_key = f"{self._prefix}nodes"
+        dead = await self._call(self._client.zrangebyscore(nodes_key, "-inf", f"({now_ms}"))
+        reaped = []
+        for raw in dead:
+            dead_id = raw.decode()
+            if dead_id == node_id:
+                continue
+            # One reaper per dead node: the first to take this key does the work.
+            claim = f"{self._prefix}node:{{{dead_id}}}:reaper"
+            if not await self._call(self._client.set(claim, node_id, nx=True, px=30_000)):
+                continue
+            key = self._node_channels_key(dead_id)
+            for channel in await self._call(self._client.smembers(key)):
+                name = channel.decode()
+                args: list[_Arg] = ["reap", name, dead_id + "."]
+                await self._call(self._presence(keys=self._presence_keys(name), args=args))
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.delete(key)
+                pipe.zrem(nodes_key, dead_id)
+                await self._call(pipe.execute())
+            reaped.append(dead_id)
+        return reaped
+
 
 def from_url(url: str, *, node_id: str, **options: Any) -> RedisEngine:
     return RedisEngine(url, node_id=node_id, **options)
+
+
+if TYPE_CHECKING:  # mypy proves the Redis engine keeps the whole contract
+    _conforms: Engine = RedisEngine("redis://", node_id="x")

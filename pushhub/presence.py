@@ -1,0 +1,169 @@
+"""This node's side of presence: its connections' entries, heartbeats, lease and reaping.
+
+The engine holds the shared state (see ``pushhub.engine.base`` and docs/presence.md);
+the manager keeps the local truth, which connection of this node is present in which
+channel, and keeps the shared state in line with it:
+
+* every ``presence_heartbeat`` seconds, one refresh per channel (batched into pipelines)
+  extends this node's entries and brings back any that are gone, which restores
+  presence within one heartbeat after Redis loses its data;
+* every ``node_lease_ttl / 5`` seconds, the node renews its lease and reaps nodes whose
+  lease lapsed, so members of a crashed node leave within about ``node_lease_ttl`` plus
+  that interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from pushhub.channels import ChannelRules
+from pushhub.config import Settings
+from pushhub.engine.base import Engine, PresenceEntry
+from pushhub.errors import EngineError
+
+logger = logging.getLogger("pushhub.presence")
+
+
+class PresenceManager:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        rules: ChannelRules,
+        node_id: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._engine = engine
+        self._rules = rules
+        self._node_id = node_id
+        self._clock = clock
+        self._ttl_ms = int(settings.presence_ttl * 1000)
+        self._lease_ms = int(settings.node_lease_ttl * 1000)
+        self._heartbeat = settings.presence_heartbeat
+        self._lease_interval = settings.node_lease_ttl / 5
+        self._local: dict[str, dict[str, PresenceEntry]] = {}
+        self._added: set[str] = set()
+        self._removed: set[str] = set()
+        self._resend_channels = True
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _emit(self, channel: str) -> bool:
+        return self._rules.options(channel).join_leave
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._every(self._lease_interval, self.lease), name="presence-lease"),
+            loop.create_task(self._every(self._heartbeat, self.refresh), name="presence-refresh"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        with contextlib.suppress(EngineError):
+            await self._engine.node_leave(self._node_id)
+
+    async def _every(self, interval: float, step: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await step()
+            except EngineError as exc:
+                # The engine logs the outage itself; the next tick retries.
+                logger.debug("presence %s failed: %s", getattr(step, "__name__", step), exc)
+
+    # -- entries ---------------------------------------------------------------------
+
+    async def join(self, channel: str, entry: PresenceEntry) -> None:
+        """Record ``entry`` in ``channel`` locally and in the engine."""
+        local = self._local.get(channel)
+        if local is None:
+            local = self._local[channel] = {}
+            self._added.add(channel)
+            self._removed.discard(channel)
+        local[entry.conn_id] = entry
+        try:
+            await self._engine.presence_join(
+                channel, entry, self.now_ms(), self._ttl_ms, self._emit(channel)
+            )
+        except EngineError as exc:
+            # The next refresh finds the entry missing and adds it then.
+            logger.warning("presence join in %s failed: %s", channel, exc)
+
+    async def leave(self, channel: str, conn_id: str) -> None:
+        local = self._local.get(channel)
+        if local is None or local.pop(conn_id, None) is None:
+            return
+        if not local:
+            del self._local[channel]
+            self._removed.add(channel)
+            self._added.discard(channel)
+        try:
+            await self._engine.presence_leave(channel, conn_id, self._emit(channel))
+        except EngineError as exc:
+            # The entry expires after presence_ttl, with its leave event.
+            logger.warning("presence leave in %s failed: %s", channel, exc)
+
+    def tracks(self, channel: str, conn_id: str) -> bool:
+        return conn_id in self._local.get(channel, ())
+
+    # -- periodic work ------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Extend this node's entries; join again any that the engine lost."""
+        if not self._local:
+            return
+        now = self.now_ms()
+        by_emit: dict[bool, list[tuple[str, list[str]]]] = {True: [], False: []}
+        for channel, entries in self._local.items():
+            by_emit[self._emit(channel)].append((channel, list(entries)))
+        for emit, items in by_emit.items():
+            if not items:
+                continue
+            missing = await self._engine.presence_refresh(items, now, self._ttl_ms, emit)
+            for channel, conn_ids in missing.items():
+                local = self._local.get(channel, {})
+                restored = [local[c] for c in conn_ids if c in local]
+                for entry in restored:
+                    await self._engine.presence_join(channel, entry, now, self._ttl_ms, emit)
+                if restored:
+                    logger.info("restored %d presence entries in %s", len(restored), channel)
+
+    async def lease(self) -> None:
+        """Renew this node's lease, record its channels, reap dead nodes."""
+        if self._resend_channels:
+            added, removed = set(self._local), set()
+        else:
+            added, removed = self._added, self._removed
+        self._added, self._removed = set(), set()
+        try:
+            had_lease = await self._engine.node_heartbeat(
+                self._node_id, self.now_ms(), self._lease_ms, added, removed
+            )
+        except EngineError:
+            self._resend_channels = True
+            raise
+        self._resend_channels = False
+        if not had_lease and self._local:
+            # Reaped while alive (a long pause) or Redis lost its data: record every
+            # channel again now, and refresh so the entries come back within this tick.
+            logger.warning("node lease was lost; restoring presence")
+            await self._engine.node_heartbeat(
+                self._node_id, self.now_ms(), self._lease_ms, set(self._local), ()
+            )
+            await self.refresh()
+        reaped = await self._engine.reap_dead_nodes(self._node_id, self.now_ms())
+        for dead in reaped:
+            logger.warning("node %s stopped renewing its lease; removed its presence", dead)

@@ -1,0 +1,102 @@
+"""The seams of the package, checked on the source: what each module may import.
+
+Modules are parsed with ``ast``, never imported, so the check has no side effects and
+sees every import: top level, inside functions and under ``TYPE_CHECKING``.
+"""
+
+from __future__ import annotations
+
+import ast
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "pushhub"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@cache
+def modules() -> dict[str, frozenset[str]]:
+    """Every module of the package -> the full names of everything it imports."""
+    found: dict[str, frozenset[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = module_name(path)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found[name] = frozenset(imports(ast.parse(path.read_text(), str(path)), package))
+    return found
+
+
+def imports(tree: ast.AST, package: str) -> set[str]:
+    """Full module names imported in ``tree``. ``from a import b`` counts as ``a`` and
+    ``a.b`` (b may be a submodule); relative imports are resolved against ``package``."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def importers_of(target: str) -> set[str]:
+    """Modules that import ``target`` or anything under it."""
+    return {
+        name
+        for name, imported in modules().items()
+        if any(i == target or i.startswith(target + ".") for i in imported)
+    }
+
+
+def test_the_walk_finds_every_module_and_its_imports() -> None:
+    found = modules()
+
+    assert {"pushhub", "pushhub.engine", "pushhub.engine.redis", "pushhub.hub"} <= set(found)
+    assert "redis.asyncio" in found["pushhub.engine.redis"]
+    assert "pushhub.connection" in found["pushhub.hub"]
+
+
+def test_relative_imports_are_resolved_against_their_package() -> None:
+    tree = ast.parse("from . import hub\nfrom ..errors import ConfigError\nfrom .base import X")
+
+    assert imports(tree, "pushhub.engine") >= {
+        "pushhub.engine.hub",
+        "pushhub.errors",
+        "pushhub.errors.ConfigError",
+        "pushhub.engine.base",
+    }
+
+
+def test_only_the_redis_engine_imports_redis() -> None:
+    assert importers_of("redis") == {"pushhub.engine.redis"}
+
+
+def test_only_the_transport_imports_starlette_websockets() -> None:
+    assert importers_of("starlette.websockets") == {"pushhub.transport"}
+
+
+@pytest.mark.parametrize("module", ["pushhub.hub", "pushhub.connection"])
+@pytest.mark.parametrize("forbidden", ["starlette", "redis"])
+def test_local_fan_out_knows_nothing_of_starlette_or_redis(module: str, forbidden: str) -> None:
+    assert module not in importers_of(forbidden)
+
+
+@pytest.mark.parametrize("forbidden", ["pushhub.connection", "pushhub.hub", "pushhub.node"])
+def test_engines_know_nothing_of_connections_hub_or_node(forbidden: str) -> None:
+    engines = {name for name in modules() if name.startswith("pushhub.engine")}
+
+    assert engines, "no engine modules found"
+    assert not engines & importers_of(forbidden)
+
+
+def test_protocol_does_no_asyncio() -> None:
+    assert "pushhub.protocol" not in importers_of("asyncio")

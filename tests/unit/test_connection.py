@@ -1,0 +1,279 @@
+"""A connection's bounded queue and writer, driven through a stub transport we control."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from pushhub.connection import COALESCE_BYTES, Connection, ConnectionState
+from pushhub.errors import CloseCode
+
+
+class GatedSender:
+    """A transport whose ``send_text`` waits for the test to open the gate.
+
+    Each call is recorded when it starts (``attempted``) and when it completes
+    (``sent``), so a test can hold the writer mid-send and queue frames behind it.
+    """
+
+    def __init__(self, *, open_gate: bool = True) -> None:
+        self.gate = asyncio.Event()
+        if open_gate:
+            self.gate.set()
+        self.attempted: list[str] = []
+        self.sent: list[str] = []
+        self.closes: list[tuple[int, str]] = []
+        self.close_called = asyncio.Event()
+        self._progress = asyncio.Condition()
+
+    async def send_text(self, text: str) -> None:
+        async with self._progress:
+            self.attempted.append(text)
+            self._progress.notify_all()
+        await self.gate.wait()
+        async with self._progress:
+            self.sent.append(text)
+            self._progress.notify_all()
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closes.append((code, reason))
+        self.close_called.set()
+
+    async def wait_attempted(self, count: int) -> None:
+        """Wait until the writer has started ``count`` sends."""
+        async with asyncio.timeout(2), self._progress:
+            await self._progress.wait_for(lambda: len(self.attempted) >= count)
+
+    async def wait_sent(self, count: int) -> None:
+        """Wait until ``count`` sends have completed."""
+        async with asyncio.timeout(2), self._progress:
+            await self._progress.wait_for(lambda: len(self.sent) >= count)
+
+
+Make = Callable[..., tuple[Connection, GatedSender]]
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Make]:
+    """Make started connections; all are closed and awaited after the test."""
+    made: list[Connection] = []
+
+    def make(
+        *, max_queue_bytes: int = 1024 * 1024, open_gate: bool = True
+    ) -> tuple[Connection, GatedSender]:
+        sender = GatedSender(open_gate=open_gate)
+        conn = Connection(f"c{len(made)}", sender, max_queue_bytes)
+        conn.start()
+        made.append(conn)
+        return conn, sender
+
+    yield make
+    for conn in made:
+        conn.closed()
+    async with asyncio.timeout(2):
+        await asyncio.gather(*(conn.wait_closed() for conn in made))
+
+
+def delivered(sender: GatedSender) -> list[str]:
+    """The frames the client got, with coalesced text frames split back apart."""
+    return [line for text in sender.sent for line in text.split("\n")]
+
+
+async def test_frames_are_sent_in_the_order_they_were_queued(connect: Make) -> None:
+    conn, sender = connect()
+    frames = [f'{{"n":{i}}}' for i in range(200)]
+
+    for f in frames:
+        assert conn.send(f) is True
+
+    async with asyncio.timeout(2):
+        while len(delivered(sender)) < len(frames):
+            await sender.wait_sent(len(sender.sent) + 1)
+    assert delivered(sender) == frames
+    assert conn.queued_bytes == 0
+
+
+async def test_frame_sent_to_an_idle_writer_goes_out_alone(connect: Make) -> None:
+    conn, sender = connect()
+
+    conn.send("one")
+    await sender.wait_sent(1)
+    conn.send("two")
+    await sender.wait_sent(2)
+
+    assert sender.sent == ["one", "two"]
+
+
+async def test_frames_queued_while_the_writer_is_behind_go_out_as_one_joined_frame(
+    connect: Make,
+) -> None:
+    conn, sender = connect(open_gate=False)
+    conn.send("first")
+    await sender.wait_attempted(1)  # the writer is now stuck sending "first"
+
+    for f in ("a", "b", "c"):
+        assert conn.send(f) is True
+    assert conn.queued_bytes == len("first") + 3
+
+    sender.gate.set()
+    await sender.wait_sent(2)
+
+    assert sender.sent == ["first", "a\nb\nc"]
+    assert conn.queued_bytes == 0
+
+
+async def test_coalesced_frames_stay_under_the_coalescing_limit(connect: Make) -> None:
+    conn, sender = connect(max_queue_bytes=16 * COALESCE_BYTES, open_gate=False)
+    conn.send("first")
+    await sender.wait_attempted(1)
+    big = ["x" * (COALESCE_BYTES // 2 - 100) for _ in range(6)]  # two fit, three do not
+    huge = "y" * (COALESCE_BYTES + 1)
+
+    for f in [*big, huge, "tail"]:
+        conn.send(f)
+    sender.gate.set()
+    async with asyncio.timeout(2):
+        while delivered(sender) != ["first", *big, huge, "tail"]:
+            await sender.wait_sent(len(sender.sent) + 1)
+
+    # A frame over the limit goes out alone; the others are joined up to the limit.
+    assert [len(s.split("\n")) for s in sender.sent] == [1, 2, 2, 2, 1, 1]
+    assert all(len(s) <= COALESCE_BYTES for s in sender.sent if s != huge)
+
+
+async def test_queue_over_its_byte_limit_closes_the_connection_as_slow(connect: Make) -> None:
+    conn, sender = connect(max_queue_bytes=10, open_gate=False)
+    assert conn.send("aaaa") is True
+    await sender.wait_attempted(1)  # in flight, still counted against the limit
+    assert conn.send("bbbb") is True
+
+    assert conn.send("cccc") is False
+
+    assert conn.state is ConnectionState.CLOSING
+    assert conn.close_code == CloseCode.SLOW
+    assert conn.queued_bytes == 0
+    async with asyncio.timeout(2):
+        await sender.close_called.wait()
+    assert sender.closes == [(CloseCode.SLOW, "slow consumer")]
+    assert CloseCode(sender.closes[0][0]).reconnect
+
+    # The queued frame was dropped, not sent, even once the socket drains.
+    sender.gate.set()
+    conn.closed()
+    async with asyncio.timeout(2):
+        await conn.wait_closed()
+    assert sender.attempted == ["aaaa"]
+    assert sender.sent == []
+
+
+async def test_single_frame_larger_than_the_limit_closes_the_connection_as_slow(
+    connect: Make,
+) -> None:
+    conn, sender = connect(max_queue_bytes=10)
+
+    assert conn.send("x" * 11) is False
+
+    assert conn.close_code == CloseCode.SLOW
+    async with asyncio.timeout(2):
+        await sender.close_called.wait()
+    assert sender.attempted == []
+
+
+async def test_send_after_close_is_refused(connect: Make) -> None:
+    conn, sender = connect()
+    conn.close(CloseCode.NORMAL, "bye")
+
+    assert conn.send("late") is False
+
+    assert conn.queued_bytes == 0
+    async with asyncio.timeout(2):
+        await sender.close_called.wait()
+    assert sender.closes == [(CloseCode.NORMAL, "bye")]
+    assert sender.attempted == []
+
+
+async def test_send_after_the_socket_is_gone_is_refused(connect: Make) -> None:
+    conn, _ = connect()
+    conn.closed()
+
+    assert conn.send("late") is False
+    assert conn.state is ConnectionState.CLOSED
+
+
+async def test_second_close_keeps_the_first_code(connect: Make) -> None:
+    conn, sender = connect()
+    conn.close(CloseCode.SLOW, "slow consumer")
+    conn.close(CloseCode.NORMAL, "bye")
+
+    assert conn.close_code == CloseCode.SLOW
+    conn.closed()
+    async with asyncio.timeout(2):
+        await conn.wait_closed()
+    assert sender.closes == [(CloseCode.SLOW, "slow consumer")]
+
+
+async def test_closed_connection_cannot_be_reopened(connect: Make) -> None:
+    conn, _ = connect()
+    conn.closed()
+
+    # No public method moves a connection back to open, so drive the state machine itself.
+    with pytest.raises(RuntimeError, match="cannot go from closed to open") as info:
+        conn._transition(ConnectionState.OPEN)
+    assert "make a new one" in str(info.value)
+    assert conn.id in str(info.value)
+    assert conn.state is ConnectionState.CLOSED
+
+
+async def test_starting_the_writer_twice_is_refused(connect: Make) -> None:
+    conn, _ = connect()
+
+    with pytest.raises(RuntimeError, match="already started"):
+        conn.start()
+
+
+@pytest.mark.parametrize("gate", ["open", "stuck"])
+async def test_wait_closed_finishes_after_closed(connect: Make, gate: str) -> None:
+    conn, sender = connect(open_gate=gate == "open")
+    conn.send("one")
+    await sender.wait_attempted(1)
+
+    conn.closed()
+    async with asyncio.timeout(2):
+        await conn.wait_closed()
+
+    assert conn.state is ConnectionState.CLOSED
+    assert conn.queued_bytes == 0
+
+
+async def test_wait_closed_finishes_after_close_then_closed(connect: Make) -> None:
+    conn, sender = connect(open_gate=False)
+    conn.send("one")
+    await sender.wait_attempted(1)
+
+    conn.close(CloseCode.GOING_AWAY, "shutdown")
+    conn.closed()
+    async with asyncio.timeout(2):
+        await conn.wait_closed()
+
+    assert conn.state is ConnectionState.CLOSED
+    assert sender.closes == [(CloseCode.GOING_AWAY, "shutdown")]
+
+
+async def test_failing_transport_stops_the_writer_without_raising() -> None:
+    class BrokenSender(GatedSender):
+        async def send_text(self, text: str) -> None:
+            await super().send_text(text)
+            raise ConnectionResetError("peer went away")
+
+    sender = BrokenSender()
+    conn = Connection("broken", sender, max_queue_bytes=1024)
+    conn.start()
+    conn.send("one")
+    await sender.wait_sent(1)
+
+    conn.closed()
+    async with asyncio.timeout(2):
+        await conn.wait_closed()
+    assert sender.sent == ["one"]

@@ -1,0 +1,186 @@
+"""The local registry, with real connections whose transport is a recording stub."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from pushhub.connection import Connection, ConnectionState
+from pushhub.errors import CloseCode
+from pushhub.hub import Hub
+
+
+class RecordingSender:
+    """A transport that records what the connection sends."""
+
+    def __init__(self) -> None:
+        self.frames: asyncio.Queue[str] = asyncio.Queue()
+        self.closes: list[tuple[int, str]] = []
+
+    async def send_text(self, text: str) -> None:
+        self.frames.put_nowait(text)
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closes.append((code, reason))
+
+    async def next_frame(self) -> str:
+        async with asyncio.timeout(2):
+            return await self.frames.get()
+
+
+Pair = tuple[Connection, RecordingSender]
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Callable[[], Pair]]:
+    """Make started connections; all are closed and awaited after the test."""
+    made: list[Connection] = []
+
+    def make() -> Pair:
+        sender = RecordingSender()
+        conn = Connection(f"c{len(made)}", sender, max_queue_bytes=1024 * 1024)
+        conn.start()
+        made.append(conn)
+        return conn, sender
+
+    yield make
+    for conn in made:
+        conn.closed()
+    async with asyncio.timeout(2):
+        await asyncio.gather(*(conn.wait_closed() for conn in made))
+
+
+async def test_first_subscriber_of_a_channel_is_reported_as_first(
+    connect: Callable[[], Pair],
+) -> None:
+    hub = Hub()
+    (a, _), (b, _) = connect(), connect()
+
+    assert hub.add(a, "news") is True
+    assert hub.add(b, "news") is False
+    assert hub.add(a, "other") is True
+    assert hub.has_subscribers("news")
+    assert a.channels == {"news", "other"}
+    assert hub.channel_count == 2
+
+
+async def test_last_subscriber_leaving_a_channel_is_reported_as_last(
+    connect: Callable[[], Pair],
+) -> None:
+    hub = Hub()
+    (a, _), (b, _) = connect(), connect()
+    hub.add(a, "news")
+    hub.add(b, "news")
+
+    assert hub.remove(a, "news") is False
+    assert hub.has_subscribers("news")
+    assert hub.remove(b, "news") is True
+    assert not hub.has_subscribers("news")
+    assert list(hub.channels()) == []
+    assert b.channels == set()
+
+
+async def test_removing_from_a_channel_never_subscribed_is_not_reported_as_last(
+    connect: Callable[[], Pair],
+) -> None:
+    hub = Hub()
+    a, _ = connect()
+
+    assert hub.remove(a, "never") is False
+
+
+async def test_channel_emptied_and_subscribed_again_reports_a_first_subscriber_again(
+    connect: Callable[[], Pair],
+) -> None:
+    hub = Hub()
+    a, _ = connect()
+    hub.add(a, "news")
+    hub.remove(a, "news")
+
+    assert hub.add(a, "news") is True
+
+
+async def test_broadcast_reaches_exactly_the_subscribers_of_the_channel(
+    connect: Callable[[], Pair],
+) -> None:
+    hub = Hub()
+    (a, sa), (b, sb), (c, sc) = connect(), connect(), connect()
+    for conn in (a, b, c):
+        hub.register(conn)
+    hub.add(a, "news")
+    hub.add(b, "news")
+    hub.add(c, "sport")
+
+    assert hub.broadcast("news", "N1") == 2
+    # Broadcast is synchronous: the frame is queued before anything awaits.
+    assert (a.queued_bytes, b.queued_bytes, c.queued_bytes) == (2, 2, 0)
+    assert hub.broadcast("sport", "S1") == 1
+
+    assert await sa.next_frame() == "N1"
+    assert await sb.next_frame() == "N1"
+    # c's first frame is the later one on its own channel: it never got N1.
+    assert await sc.next_frame() == "S1"
+    assert sa.frames.empty()
+    assert sb.frames.empty()
+    assert hub.connection_count == 3
+
+
+async def test_broadcast_to_a_channel_nobody_holds_reaches_nobody(
+    connect: Callable[[], Pair],
+) -> None:
+    hub = Hub()
+    a, _ = connect()
+    hub.add(a, "news")
+
+    assert hub.broadcast("unknown", "x") == 0
+    assert a.queued_bytes == 0
+
+
+async def test_broadcast_after_the_last_subscriber_left_reaches_nobody(
+    connect: Callable[[], Pair],
+) -> None:
+    hub = Hub()
+    a, _ = connect()
+    hub.add(a, "news")
+    hub.remove(a, "news")
+
+    assert hub.broadcast("news", "x") == 0
+    assert a.queued_bytes == 0
+
+
+@pytest.mark.parametrize("how", ["closing", "closed"])
+async def test_broadcast_skips_connections_that_are_closed(
+    connect: Callable[[], Pair], how: str
+) -> None:
+    hub = Hub()
+    (a, sa), (b, sb) = connect(), connect()
+    hub.add(a, "news")
+    hub.add(b, "news")
+    if how == "closing":
+        a.close(CloseCode.NORMAL)
+        assert a.state is ConnectionState.CLOSING
+    else:
+        a.closed()
+        assert a.state is ConnectionState.CLOSED
+
+    assert hub.broadcast("news", "N1") == 1
+
+    assert await sb.next_frame() == "N1"
+    await a.wait_closed()
+    assert sa.frames.empty()
+
+
+async def test_unregistered_connection_is_no_longer_counted(
+    connect: Callable[[], Pair],
+) -> None:
+    hub = Hub()
+    a, _ = connect()
+    hub.register(a)
+    hub.register(a)
+    assert hub.connection_count == 1
+
+    hub.unregister(a)
+    hub.unregister(a)
+    assert hub.connection_count == 0
