@@ -78,7 +78,7 @@ class Node:
 
     async def start(self) -> None:
         await self.engine.start(self._on_payload)
-        self.presence.start()
+        await self.presence.start()
         logger.info("node %s started with the %s engine", self.id, self.engine.name)
 
     async def close(self) -> None:

@@ -49,6 +49,7 @@ class PresenceManager:
         self._added: set[str] = set()
         self._removed: set[str] = set()
         self._resend_channels = True
+        self._leased = False
         self._tasks: list[asyncio.Task[None]] = []
 
     def now_ms(self) -> int:
@@ -59,7 +60,13 @@ class PresenceManager:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        # Take the lease before any connection joins, so that even a node killed in its
+        # first second is known to the reapers.
+        try:
+            await self.lease()
+        except EngineError as exc:
+            logger.warning("could not take the node lease yet: %s", exc)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._every(self._lease_interval, self.lease), name="presence-lease"),
@@ -91,10 +98,17 @@ class PresenceManager:
         local = self._local.get(channel)
         if local is None:
             local = self._local[channel] = {}
-            self._added.add(channel)
             self._removed.discard(channel)
+            self._added.add(channel)
         local[entry.conn_id] = entry
         try:
+            if channel in self._added:
+                # Record the channel before the entry: a reaper must find every entry
+                # of this node if it dies right after.
+                await self._engine.node_heartbeat(
+                    self._node_id, self.now_ms(), self._lease_ms, (channel,)
+                )
+                self._added.discard(channel)
             await self._engine.presence_join(
                 channel, entry, self.now_ms(), self._ttl_ms, self._emit(channel)
             )
@@ -156,7 +170,8 @@ class PresenceManager:
             self._resend_channels = True
             raise
         self._resend_channels = False
-        if not had_lease and self._local:
+        lost, self._leased = self._leased and not had_lease, True
+        if lost and self._local:
             # Reaped while alive (a long pause) or Redis lost its data: record every
             # channel again now, and refresh so the entries come back within this tick.
             logger.warning("node lease was lost; restoring presence")

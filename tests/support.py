@@ -224,16 +224,21 @@ class Client:
         return event
 
     async def request(self, frame: dict[str, Any], timeout: float = 5) -> dict[str, Any]:
-        """Send a frame with a fresh id and return the reply carrying that id."""
+        """Send a frame with a fresh id and return the reply carrying that id. Events
+        that arrive first (messages, joins) stay queued, in order, for later ``recv``."""
         self._next_id += 1
         rid = self._next_id
         await self.send({**frame, "id": rid})
-        while True:
-            event = await self.recv(timeout)
-            if event.get("id") == rid:
-                return event
-            self._pending.appendleft(event)
-            raise AssertionError(f"expected the reply to id {rid}, got {event}")
+        skipped: list[dict[str, Any]] = []
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    event = await self.recv(timeout)
+                    if event.get("id") == rid:
+                        return event
+                    skipped.append(event)
+        finally:
+            self._pending.extendleft(reversed(skipped))
 
     async def subscribe(self, channel: str) -> dict[str, Any]:
         reply = await self.request({"type": "subscribe", "channel": channel})
