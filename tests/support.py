@@ -194,6 +194,7 @@ class Client:
 
     @classmethod
     async def connect(cls, url: str, presence_events: bool = False, **kwargs: Any) -> Client:
+        kwargs.setdefault("close_timeout", 1)
         ws = await connect(url, open_timeout=10, **kwargs)
         return cls(ws, presence_events)
 
