@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pushhub import __version__, protocol
-from pushhub.errors import EngineUnavailable, ErrorCode, ProtocolError
+from pushhub.errors import EngineError, EngineUnavailable, ErrorCode, ProtocolError
 from pushhub.node import Node
 
 logger = logging.getLogger("pushhub.api")
@@ -103,10 +103,10 @@ async def read_json_body(request: Request, limit: int) -> Any:
         raise ProtocolError(ErrorCode.BAD_JSON, f"body is not valid JSON: {exc}") from None
 
 
-_PUBLISH_FIELDS = {"channel", "channels", "data"}
+_PUBLISH_FIELDS = {"channel", "channels", "data", "idempotency_key"}
 
 
-def parse_publish(body: Any) -> tuple[list[str], Any]:
+def parse_publish(body: Any) -> tuple[list[str], Any, str | None]:
     """The channels and data of a publish request body, or ProtocolError."""
     if not isinstance(body, dict):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "body must be a JSON object")
@@ -117,8 +117,9 @@ def parse_publish(body: Any) -> tuple[list[str], Any]:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "missing field 'data'")
     if ("channel" in body) == ("channels" in body):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "give exactly one of 'channel' or 'channels'")
+    key = protocol.parse_idempotency_key(body.get("idempotency_key"))
     if "channel" in body:
-        return [protocol.validate_channel(body["channel"])], body["data"]
+        return [protocol.validate_channel(body["channel"])], body["data"], key
     raw = body["channels"]
     if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_PUBLISH_CHANNELS:
         raise ProtocolError(
@@ -126,7 +127,7 @@ def parse_publish(body: Any) -> tuple[list[str], Any]:
             f"'channels' must be a list of 1 to {MAX_PUBLISH_CHANNELS} channel names",
         )
     channels = list(dict.fromkeys(protocol.validate_channel(c) for c in raw))
-    return channels, body["data"]
+    return channels, body["data"], key
 
 
 async def publish(request: Request) -> Response:
@@ -134,14 +135,50 @@ async def publish(request: Request) -> Response:
     try:
         authorize(request)
         body = await read_json_body(request, node.settings.max_message_size)
-        channels, data = parse_publish(body)
-        await node.publish(channels, data)
+        channels, data, key = parse_publish(body)
+        positions = await node.publish(channels, data, key)
     except ProtocolError as exc:
         return error_response(exc.code, exc.message)
-    except EngineUnavailable as exc:
+    except EngineError as exc:
         logger.warning("HTTP publish failed: %s", exc)
         return error_response(ErrorCode.UNAVAILABLE, "the engine is unavailable, retry later")
-    return json_response({"results": [{"channel": c} for c in channels]})
+    results = [
+        {"channel": c} if p is None else {"channel": c, "offset": p.offset, "epoch": p.epoch}
+        for c, p in zip(channels, positions, strict=True)
+    ]
+    return json_response({"results": results})
+
+
+def _bool_param(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name, "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{name} must be true or false")
+    return raw in ("true", "1")
+
+
+async def history(request: Request) -> Response:
+    node = _node(request)
+    try:
+        authorize(request)
+        channel = protocol.validate_channel(request.path_params["channel"])
+        since = protocol.parse_offset(request.query_params.get("since"))
+        limit = protocol.parse_limit(request.query_params.get("limit"))
+        reverse = _bool_param(request, "reverse")
+        if request.method == "DELETE":
+            cleared = await node.clear_history(channel)
+            return json_response(
+                {"channel": channel, "offset": cleared.offset, "epoch": cleared.epoch}
+            )
+        position, messages = await node.history(channel, since, limit, reverse)
+    except ProtocolError as exc:
+        return error_response(exc.code, exc.message)
+    body = {
+        "channel": channel,
+        "offset": position.offset,
+        "epoch": position.epoch,
+        "messages": messages,
+    }
+    return json_response(body)
 
 
 async def presence_members(request: Request) -> Response:
@@ -234,6 +271,7 @@ routes = [
     Route("/readyz", readyz, methods=["GET"]),
     Route("/api/publish", publish, methods=["POST"]),
     Route("/api/stats", stats, methods=["GET"]),
+    Route("/api/history/{channel}", history, methods=["GET", "DELETE"]),
     Route("/api/presence", presence_counts, methods=["GET"]),
     Route("/api/presence/{channel}", presence_members, methods=["GET"]),
     Route("/api/presence/{channel}/count", presence_count, methods=["GET"]),

@@ -30,7 +30,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
         eng = engine
         if eng is None:
             eng = create_engine(
-                settings.engine_url, node_id=settings.node_id, key_prefix=settings.key_prefix
+                settings.engine_url,
+                node_id=settings.node_id,
+                key_prefix=settings.key_prefix,
+                rules=settings.channels,
+                idempotency_ttl=settings.idempotency_ttl,
             )
         node = Node(settings, eng)
         app.state.node = node

@@ -1,13 +1,15 @@
 """Per-pattern channel options: what a channel does, decided by the first matching rule.
 
 Rules come from ``[[channels]]`` tables in the configuration file, in file order; a
-channel that matches no rule gets the defaults. Patterns are shell-style globs
-(``room:*``); they cannot be confused with channel names, which never contain ``*``,
-``?`` or ``[``.
+channel that matches no rule gets the defaults. Patterns are globs with ``*`` and ``?``
+(``room:*``); they cannot be confused with channel names, which never contain either.
+The same rules are compiled into the Redis Function that durable publishing from
+redis-cli uses, so ``lua_pattern`` must match exactly what ``fnmatchcase`` matches.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from fnmatch import fnmatchcase
 from functools import lru_cache
@@ -22,6 +24,14 @@ class ChannelOptions:
     presence: bool = True
     #: Send join/leave events to the channel's subscribers (needs ``presence``).
     join_leave: bool = True
+    #: Keep a capped Redis Stream of the channel: offsets, recovery, history.
+    durable: bool = False
+    #: Messages kept per durable channel (the stream's exact MAXLEN).
+    history_size: int = 300
+    #: Seconds a durable channel's history lives after its last publish.
+    history_ttl: int = 86400
+    #: Whether clients may publish to the channel over the socket.
+    client_publish: bool = False
 
 
 DEFAULT_OPTIONS = ChannelOptions()
@@ -33,7 +43,13 @@ class ChannelRule:
     options: ChannelOptions
 
 
-_OPTION_TYPES: dict[str, type] = {f.name: bool for f in fields(ChannelOptions)}
+_OPTION_TYPES: dict[str, type] = {
+    f.name: bool if isinstance(f.default, bool) else int for f in fields(ChannelOptions)
+}
+_INT_BOUNDS = {"history_size": (1, 100_000), "history_ttl": (1, 365 * 86400)}
+
+#: A pattern: channel-name characters plus the wildcards ``*`` (any run) and ``?`` (one).
+PATTERN_RE = re.compile(r"[A-Za-z0-9_\-:.@=+,#$!~*?]{1,255}")
 
 
 def parse_rules(raw: Any, where: str) -> tuple[ChannelRule, ...]:
@@ -46,8 +62,10 @@ def parse_rules(raw: Any, where: str) -> tuple[ChannelRule, ...]:
         if not isinstance(table, dict):
             raise ConfigError(key, table, "a table with a 'pattern'")
         pattern = table.get("pattern")
-        if not isinstance(pattern, str) or not 1 <= len(pattern) <= 255:
-            raise ConfigError(f"{key}.pattern", pattern, "a glob such as 'room:*'")
+        if not isinstance(pattern, str) or not PATTERN_RE.fullmatch(pattern):
+            raise ConfigError(
+                f"{key}.pattern", pattern, "a glob of channel characters, '*' and '?' ('room:*')"
+            )
         values: dict[str, Any] = {}
         for name, value in table.items():
             if name == "pattern":
@@ -56,8 +74,12 @@ def parse_rules(raw: Any, where: str) -> tuple[ChannelRule, ...]:
             if expected is None:
                 known = ", ".join(sorted(_OPTION_TYPES))
                 raise ConfigError(f"{key}.{name}", value, f"a known channel option ({known})")
-            if not isinstance(value, expected):
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
                 raise ConfigError(f"{key}.{name}", value, f"a {expected.__name__}")
+            if name in _INT_BOUNDS and isinstance(value, int):
+                lo, hi = _INT_BOUNDS[name]
+                if not lo <= value <= hi:
+                    raise ConfigError(f"{key}.{name}", value, f"an integer from {lo} to {hi}")
             values[name] = value
         rules.append(ChannelRule(pattern, ChannelOptions(**values)))
     return tuple(rules)
@@ -75,3 +97,22 @@ class ChannelRules:
             if fnmatchcase(channel, rule.pattern):
                 return rule.options
         return DEFAULT_OPTIONS
+
+
+_LUA_MAGIC = set("^$()%.[]+-")
+
+
+def lua_pattern(glob: str) -> str:
+    """The anchored Lua pattern matching the same names as ``glob``."""
+    out = ["^"]
+    for ch in glob:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        elif ch in _LUA_MAGIC:
+            out.append("%" + ch)
+        else:
+            out.append(ch)
+    out.append("$")
+    return "".join(out)

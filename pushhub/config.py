@@ -65,6 +65,11 @@ class Settings:
     node_lease_ttl: float = 5.0
     #: Largest presence ``info`` object, in bytes of compact JSON.
     max_presence_info: int = 1024
+    #: Most messages replayed to one resubscribing client; a longer gap answers
+    #: ``recovered: false``, since a full resync is cheaper and honest beyond it.
+    recovery_max: int = 300
+    #: Seconds an idempotency key remembers its publish.
+    idempotency_ttl: float = 300.0
     #: Per-pattern channel options, from ``[[channels]]`` in the configuration file.
     channels: tuple[ChannelRule, ...] = ()
     config_file: str | None = field(default=None, repr=False)
@@ -197,6 +202,8 @@ PARSERS: dict[str, Parser] = {
     "presence_ttl": _float(0.2, 3600),
     "node_lease_ttl": _float(0.2, 600),
     "max_presence_info": _int(0, 64 * 1024),
+    "recovery_max": _int(1, 10_000),
+    "idempotency_ttl": _float(1, 7 * 86400),
 }
 
 #: Settings only the configuration file can hold (they are tables, not scalars).

@@ -62,6 +62,7 @@ class Connection:
         "identified",
         "info",
         "max_queue_bytes",
+        "pending",
         "state",
         "user",
     )
@@ -77,6 +78,9 @@ class Connection:
         #: Presence info shown to other members, as compact JSON.
         self.info: bytes | None = None
         self.identified = False
+        #: Channels being recovered: frames that arrive meanwhile wait here, with their
+        #: offsets, to be merged after the replay (see Node.subscribe).
+        self.pending: dict[str, list[tuple[int | None, str]]] | None = None
         self._sender = sender
         self._queue: deque[str] = deque()
         self._queued_bytes = 0

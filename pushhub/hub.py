@@ -10,6 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from pushhub.connection import Connection
+from pushhub.errors import CloseCode
+
+#: Frames held for one recovering subscription before the client counts as too slow.
+MAX_HELD = 10_000
 
 
 class Hub:
@@ -49,16 +53,31 @@ class Hub:
         del self._channels[channel]
         return True
 
+    def subscribers(self, channel: str) -> tuple[Connection, ...]:
+        return tuple(self._channels.get(channel, ()))
+
     def has_subscribers(self, channel: str) -> bool:
         return channel in self._channels
 
-    def broadcast(self, channel: str, frame: str) -> int:
-        """Offer ``frame`` to every local subscriber of ``channel``; return how many took it."""
+    def broadcast(self, channel: str, frame: str, offset: int | None = None) -> int:
+        """Offer ``frame`` to every local subscriber of ``channel``; return how many took it.
+
+        A subscriber still recovering the channel gets the frame held back, with its
+        offset, for the node to merge after the replay.
+        """
         subs = self._channels.get(channel)
         if not subs:
             return 0
         delivered = 0
         for conn in subs:
+            pending = conn.pending
+            if pending is not None and channel in pending:
+                held = pending[channel]
+                if len(held) < MAX_HELD:
+                    held.append((offset, frame))
+                else:
+                    conn.close(CloseCode.SLOW, "too many messages during recovery")
+                continue
             if conn.send(frame):
                 delivered += 1
         return delivered

@@ -26,7 +26,13 @@ from pushhub import protocol
 from pushhub.channels import ChannelRules
 from pushhub.config import Settings
 from pushhub.connection import Connection, ConnectionState, Sender
-from pushhub.engine.base import Engine, PresenceEntry, PresenceMember
+from pushhub.engine.base import (
+    Engine,
+    HistoryRead,
+    PresenceEntry,
+    PresenceMember,
+    StreamPosition,
+)
 from pushhub.errors import EngineError, EngineUnavailable, ErrorCode, ProtocolError
 from pushhub.hub import Hub
 from pushhub.presence import PresenceManager
@@ -37,6 +43,20 @@ logger = logging.getLogger("pushhub.node")
 def generate_node_id() -> str:
     host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0])[:24] or "node"
     return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def can_recover(since: protocol.Position, read: HistoryRead, cap: int) -> bool:
+    """Whether ``read`` closes the gap after ``since`` exactly: all of it, or nothing."""
+    top = read.position.offset
+    if since.epoch != read.position.epoch or since.offset > top:
+        return False
+    missed = top - since.offset
+    if missed == 0:
+        return True
+    if missed > cap or read.first == 0 or read.first > since.offset + 1:
+        return False
+    got = [m.offset for m in read.messages[:missed]]
+    return got == list(range(since.offset + 1, top + 1))
 
 
 def member_json(member: PresenceMember) -> dict[str, Any]:
@@ -73,15 +93,20 @@ class Node:
         self.messages_delivered = 0
         self._locks: dict[str, _ChannelLock] = {}
         self._ids = itertools.count(1)
+        #: Durable channels held here -> the newest position seen, to detect loss.
+        self._positions: dict[str, StreamPosition] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.engine.start(self._on_payload)
+        await self.engine.start(self._on_payload, self._on_resubscribe)
         await self.presence.start()
         logger.info("node %s started with the %s engine", self.id, self.engine.name)
 
     async def close(self) -> None:
+        for task in tuple(self._tasks):
+            task.cancel()
         await self.presence.close()
         await self.engine.close()
         logger.info("node %s stopped", self.id)
@@ -93,16 +118,90 @@ class Node:
         if not self.hub.has_subscribers(channel):
             return
         if payload.startswith(protocol.ENVELOPE):
+            parsed = protocol.parse_envelope(payload)
+            if parsed is None:
+                logger.debug("dropped an unreadable envelope on %s", channel)
+                return
+            header, body = parsed
+            if header.get("t") == "msg" and body is not None:
+                self._on_durable(channel, header, body)
+                return
             if not self.rules.options(channel).join_leave:
                 return
             event = protocol.event_from_envelope(channel, payload)
-            if event is None:
-                logger.debug("dropped an unknown envelope on %s", channel)
-                return
-            self.messages_delivered += self.hub.broadcast(channel, event)
+            if event is not None:
+                self.messages_delivered += self.hub.broadcast(channel, event)
             return
         frame = protocol.message(channel, protocol.decode_payload(payload))
         self.messages_delivered += self.hub.broadcast(channel, frame)
+
+    def _on_durable(self, channel: str, header: dict[str, Any], body: bytes) -> None:
+        offset, epoch = header.get("o"), header.get("e")
+        if type(offset) is not int or not isinstance(epoch, str):
+            logger.debug("dropped a durable envelope without a position on %s", channel)
+            return
+        last = self._positions.get(channel)
+        if last is not None:
+            if last.epoch == epoch and offset <= last.offset:
+                return  # already delivered, or older than the subscribers' position
+            if last.epoch != epoch or offset != last.offset + 1:
+                # A message was lost between Redis and this node (or the history was
+                # cleared): the subscribers recover from the stream, this one included.
+                logger.warning(
+                    "lost messages on %s (had %s/%d, got %s/%d); subscribers must recover",
+                    channel,
+                    last.epoch,
+                    last.offset,
+                    epoch,
+                    offset,
+                )
+                self._lost(channel)
+                return
+        self._positions[channel] = StreamPosition(offset, epoch)
+        frame = protocol.message(channel, protocol.decode_payload(body), offset, epoch)
+        self.messages_delivered += self.hub.broadcast(channel, frame, offset)
+
+    def _lost(self, channel: str) -> None:
+        """Tell every local subscriber of ``channel`` to resubscribe from its position."""
+        self._positions.pop(channel, None)
+        conns = self.hub.subscribers(channel)
+        frame = protocol.unsubscribed(channel, None, reason="recover")
+        for conn in conns:
+            self.hub.remove(conn, channel)
+            if conn.pending is not None:
+                conn.pending.pop(channel, None)
+            conn.send(frame)
+        self._spawn(self._release(channel, conns))
+
+    async def _release(self, channel: str, conns: Sequence[Connection]) -> None:
+        for conn in conns:
+            await self.presence.leave(channel, conn.id)
+        async with self._channel_lock(channel):
+            if not self.hub.has_subscribers(channel):
+                await self.engine.unsubscribe(channel)
+
+    def _on_resubscribe(self) -> None:
+        self._spawn(self._check_positions())
+
+    async def _check_positions(self) -> None:
+        """After an engine outage: any durable channel that moved on meanwhile lost
+        messages on their way here, so its subscribers recover."""
+        channels = [c for c in self._positions if self.hub.has_subscribers(c)]
+        if not channels:
+            return
+        try:
+            positions = await self.engine.stream_positions(channels)
+        except EngineError as exc:
+            logger.warning("cannot check durable channels after reconnecting: %s", exc)
+            return
+        for channel, position in zip(channels, positions, strict=True):
+            if position is None or position != self._positions.get(channel):
+                self._lost(channel)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- connections ---------------------------------------------------------------------
 
@@ -128,15 +227,19 @@ class Node:
         try:
             command = protocol.parse(text)
             if isinstance(command, protocol.Subscribe):
-                await self.subscribe(conn, command.channel, command.id)
+                await self.subscribe(conn, command.channel, command.id, command.since)
             elif isinstance(command, protocol.Unsubscribe):
                 await self.unsubscribe(conn, command.channel, command.id)
             elif isinstance(command, protocol.Ping):
                 conn.send(protocol.pong(command.id))
             elif isinstance(command, protocol.Connect):
                 self.identify(conn, command)
-            else:
+            elif isinstance(command, protocol.Presence):
                 await self.presence_query(conn, command)
+            elif isinstance(command, protocol.Publish):
+                await self.client_publish(conn, command)
+            else:
+                await self.history_query(conn, command)
         except ProtocolError as exc:
             conn.send(protocol.error(exc))
 
@@ -156,7 +259,13 @@ class Node:
             if entry.users == 0:
                 del self._locks[channel]
 
-    async def subscribe(self, conn: Connection, channel: str, request_id: int | None) -> None:
+    async def subscribe(
+        self,
+        conn: Connection,
+        channel: str,
+        request_id: int | None,
+        since: protocol.Position | None = None,
+    ) -> None:
         if channel in conn.channels:
             raise ProtocolError(ErrorCode.ALREADY_SUBSCRIBED, "already subscribed", request_id)
         if len(conn.channels) >= self.settings.max_subscriptions:
@@ -179,13 +288,63 @@ class Node:
                 if not self.hub.has_subscribers(channel):
                     await self.engine.unsubscribe(channel)
                 return
+            options = self.rules.options(channel)
+            if options.durable:
+                # Hold live messages from now on, until the position is read.
+                if conn.pending is None:
+                    conn.pending = {}
+                conn.pending[channel] = []
             # Register and confirm in one step, with no await between, so that no
             # message of this channel can reach the client before "subscribed".
             self.hub.add(conn, channel)
-            conn.send(protocol.subscribed(channel, request_id))
-        if self.rules.options(channel).presence:
+            if not options.durable:
+                recovered = False if since is not None else None
+                conn.send(protocol.subscribed(channel, request_id, None, recovered))
+        if options.durable:
+            await self._catch_up(conn, channel, request_id, since)
+        if options.presence:
             entry = PresenceEntry(conn.id, protocol.member_key(conn.user, conn.id), conn.info)
             await self.presence.join(channel, entry)
+
+    async def _catch_up(
+        self,
+        conn: Connection,
+        channel: str,
+        request_id: int | None,
+        since: protocol.Position | None,
+    ) -> None:
+        """Read the position (and, with ``since``, the missed messages) of a durable
+        channel; send the replay, "subscribed", then what arrived meanwhile, by offset."""
+        cap = self.settings.recovery_max
+        try:
+            if since is None:
+                read = await self.engine.read_history(channel, None, 1, reverse=True)
+            else:
+                read = await self.engine.read_history(channel, since.offset, cap)
+        except EngineError as exc:
+            logger.warning("reading the position of %s failed: %s", channel, exc)
+            if conn.pending is not None:
+                conn.pending.pop(channel, None)
+            await self._leave(conn, channel)
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE, "the engine is unavailable, retry later", request_id
+            ) from None
+        position = read.position
+        recovered = None if since is None else can_recover(since, read, cap)
+        if recovered and since is not None:
+            for m in read.messages[: position.offset - since.offset]:
+                data = protocol.decode_payload(m.data)
+                conn.send(protocol.message(channel, data, m.offset, position.epoch))
+        wire = protocol.Position(position.offset, position.epoch)
+        conn.send(protocol.subscribed(channel, request_id, wire, recovered))
+        held = conn.pending.pop(channel, []) if conn.pending is not None else []
+        if conn.pending is not None and not conn.pending:
+            conn.pending = None
+        for offset, frame in held:
+            if offset is None or offset > position.offset:
+                conn.send(frame)
+        if channel not in self._positions:
+            self._positions[channel] = position
 
     async def unsubscribe(self, conn: Connection, channel: str, request_id: int | None) -> None:
         if channel not in conn.channels:
@@ -200,6 +359,7 @@ class Node:
             return
         async with self._channel_lock(channel):
             if not self.hub.has_subscribers(channel):
+                self._positions.pop(channel, None)
                 await self.engine.unsubscribe(channel)
 
     # -- identity and presence -----------------------------------------------------------
@@ -254,13 +414,92 @@ class Node:
 
     # -- publishing ------------------------------------------------------------------------
 
-    async def publish(self, channels: Sequence[str], data: Any) -> None:
-        """Publish ``data`` to ``channels`` through the engine, reaching every node."""
+    async def publish(
+        self, channels: Sequence[str], data: Any, idempotency_key: str | None = None
+    ) -> list[StreamPosition | None]:
+        """Publish ``data`` to ``channels`` through the engine, reaching every node.
+
+        Returns each channel's position: the offset and epoch on durable channels, None
+        on the others. An idempotency key applies per durable channel.
+        """
         payload = protocol.encode_data(data)
-        if len(channels) == 1:
-            await self.engine.publish(channels[0], payload)
-        else:
-            await self.engine.publish_many((channel, payload) for channel in channels)
+        durable = {c for c in channels if self.rules.options(c).durable}
+        plain = [c for c in channels if c not in durable]
+        if len(plain) == 1:
+            await self.engine.publish(plain[0], payload)
+        elif plain:
+            await self.engine.publish_many((channel, payload) for channel in plain)
+        positions: dict[str, StreamPosition] = {}
+        for channel in channels:
+            if channel in durable:
+                positions[channel] = await self.engine.publish_durable(
+                    channel, payload, idempotency_key
+                )
+        return [positions.get(c) for c in channels]
+
+    async def client_publish(self, conn: Connection, command: protocol.Publish) -> None:
+        if not self.rules.options(command.channel).client_publish:
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                f"clients may not publish to {command.channel!r}",
+                command.id,
+            )
+        try:
+            (position,) = await self.publish(
+                [command.channel], command.data, command.idempotency_key
+            )
+        except EngineError:
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE, "the engine is unavailable, retry later", command.id
+            ) from None
+        wire = protocol.Position(position.offset, position.epoch) if position else None
+        conn.send(protocol.published(command.channel, command.id, wire))
+
+    # -- history ---------------------------------------------------------------------------
+
+    async def history(
+        self,
+        channel: str,
+        since: int | None,
+        limit: int,
+        reverse: bool,
+        request_id: int | None = None,
+    ) -> tuple[protocol.Position, list[dict[str, Any]]]:
+        if not self.rules.options(channel).durable:
+            raise ProtocolError(
+                ErrorCode.NOT_FOUND, f"{channel!r} is not a durable channel", request_id
+            )
+        try:
+            read = await self.engine.read_history(channel, since, limit, reverse)
+        except EngineError:
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE, "the engine is unavailable, retry later", request_id
+            ) from None
+        messages = [
+            {"offset": m.offset, "data": protocol.decode_payload(m.data)} for m in read.messages
+        ]
+        return protocol.Position(read.position.offset, read.position.epoch), messages
+
+    async def history_query(self, conn: Connection, command: protocol.History) -> None:
+        if command.channel not in conn.channels:
+            raise ProtocolError(
+                ErrorCode.NOT_SUBSCRIBED, "subscribe to a channel to read its history", command.id
+            )
+        position, messages = await self.history(
+            command.channel, command.since, command.limit, command.reverse, command.id
+        )
+        conn.send(protocol.history_reply(command.channel, position, messages, command.id))
+
+    async def clear_history(self, channel: str) -> protocol.Position:
+        if not self.rules.options(channel).durable:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"{channel!r} is not a durable channel")
+        try:
+            position = await self.engine.clear_history(channel)
+        except EngineError:
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE, "the engine is unavailable, retry later"
+            ) from None
+        return protocol.Position(position.offset, position.epoch)
 
     # -- introspection ---------------------------------------------------------------------
 

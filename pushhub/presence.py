@@ -50,6 +50,7 @@ class PresenceManager:
         self._removed: set[str] = set()
         self._resend_channels = True
         self._leased = False
+        self._lease_lost = False
         self._tasks: list[asyncio.Task[None]] = []
 
     def now_ms(self) -> int:
@@ -105,10 +106,13 @@ class PresenceManager:
             if channel in self._added:
                 # Record the channel before the entry: a reaper must find every entry
                 # of this node if it dies right after.
-                await self._engine.node_heartbeat(
+                had_lease = await self._engine.node_heartbeat(
                     self._node_id, self.now_ms(), self._lease_ms, (channel,)
                 )
                 self._added.discard(channel)
+                if not had_lease and self._leased:
+                    # The lease was lost under us: the next lease() restores everything.
+                    self._lease_lost = True
             await self._engine.presence_join(
                 channel, entry, self.now_ms(), self._ttl_ms, self._emit(channel)
             )
@@ -170,7 +174,8 @@ class PresenceManager:
             self._resend_channels = True
             raise
         self._resend_channels = False
-        lost, self._leased = self._leased and not had_lease, True
+        lost = self._lease_lost or (self._leased and not had_lease)
+        self._leased, self._lease_lost = True, False
         if lost and self._local:
             # Reaped while alive (a long pause) or Redis lost its data: record every
             # channel again now, and refresh so the entries come back within this tick.

@@ -43,6 +43,14 @@ PRESENCE_PAGE_MAX = 1000
 class Subscribe:
     channel: str
     id: int | None = None
+    #: The position to recover from, on a durable channel.
+    since: Position | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    offset: int
+    epoch: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +81,24 @@ class Presence:
     id: int | None = None
 
 
-Command = Subscribe | Unsubscribe | Ping | Connect | Presence
+@dataclass(frozen=True, slots=True)
+class Publish:
+    channel: str
+    data: Any
+    idempotency_key: str | None = None
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    channel: str
+    since: int | None = None
+    limit: int = PRESENCE_PAGE_DEFAULT
+    reverse: bool = False
+    id: int | None = None
+
+
+Command = Subscribe | Unsubscribe | Ping | Connect | Presence | Publish | History
 
 
 def validate_channel(name: object, request_id: int | None = None) -> str:
@@ -117,7 +142,9 @@ def parse(text: str | bytes) -> Command:
     rid = _request_id(frame)
     kind = frame.get("type")
     if kind == "subscribe":
-        return Subscribe(validate_channel(frame.get("channel"), rid), rid)
+        channel = validate_channel(frame.get("channel"), rid)
+        since = frame.get("since")
+        return Subscribe(channel, rid, None if since is None else parse_position(since, rid))
     if kind == "unsubscribe":
         return Unsubscribe(validate_channel(frame.get("channel"), rid), rid)
     if kind == "ping":
@@ -128,9 +155,79 @@ def parse(text: str | bytes) -> Command:
         channel = validate_channel(frame.get("channel"), rid)
         limit = parse_limit(frame.get("limit"), rid)
         return Presence(channel, limit, parse_cursor(frame.get("cursor"), rid), rid)
+    if kind == "publish":
+        channel = validate_channel(frame.get("channel"), rid)
+        if "data" not in frame:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "publish needs 'data'", rid)
+        key = parse_idempotency_key(frame.get("idempotency_key"), rid)
+        return Publish(channel, frame["data"], key, rid)
+    if kind == "history":
+        channel = validate_channel(frame.get("channel"), rid)
+        reverse = frame.get("reverse", False)
+        if not isinstance(reverse, bool):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "reverse must be true or false", rid)
+        return History(
+            channel,
+            parse_offset(frame.get("since"), rid),
+            parse_limit(frame.get("limit"), rid),
+            reverse,
+            rid,
+        )
     if not isinstance(kind, str):
         raise ProtocolError(ErrorCode.BAD_FRAME, "frame must have a string 'type'", rid)
     raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown frame type {kind[:64]!r}", rid)
+
+
+def parse_offset(raw: object, request_id: int | None = None) -> int | None:
+    """An offset: a non-negative integer (or a string of digits, from a query string)."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str) and re.fullmatch(r"[0-9]{1,16}", raw):
+        raw = int(raw)
+    if type(raw) is not int or not 0 <= raw <= MAX_REQUEST_ID:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, "offset must be an integer from 0 to 2^53-1", request_id
+        )
+    return raw
+
+
+def parse_position(raw: object, request_id: int | None = None) -> Position:
+    if not isinstance(raw, dict):
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, 'since must be {"offset": N, "epoch": "..."}', request_id
+        )
+    offset = parse_offset(raw.get("offset"), request_id)
+    epoch = raw.get("epoch")
+    if offset is None or not isinstance(epoch, str) or not 1 <= len(epoch) <= 64:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, 'since must be {"offset": N, "epoch": "..."}', request_id
+        )
+    return Position(offset, epoch)
+
+
+def parse_idempotency_key(raw: object, request_id: int | None = None) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not re.fullmatch(r"[A-Za-z0-9_\-:.]{1,128}", raw):
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            "idempotency_key must be 1-128 characters of A-Z a-z 0-9 _ - : .",
+            request_id,
+        )
+    return raw
+
+
+def parse_envelope(payload: bytes) -> tuple[dict[str, Any], bytes | None] | None:
+    """Split an envelope into its JSON header and, for a durable message, the payload."""
+    newline = payload.find(b"\n")
+    head = payload[len(ENVELOPE) : newline if newline >= 0 else None]
+    try:
+        header = orjson.loads(head)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(header, dict):
+        return None
+    return header, (payload[newline + 1 :] if newline >= 0 else None)
 
 
 def validate_user(user: object, request_id: int | None = None) -> str:
@@ -157,7 +254,7 @@ def parse_limit(raw: object, request_id: int | None = None) -> int:
     """A presence page size: an integer from 1 to PRESENCE_PAGE_MAX, default 100."""
     if raw is None:
         return PRESENCE_PAGE_DEFAULT
-    if isinstance(raw, str) and raw.isdigit():
+    if isinstance(raw, str) and re.fullmatch(r"[0-9]{1,4}", raw):
         raw = int(raw)
     if type(raw) is not int or not 1 <= raw <= PRESENCE_PAGE_MAX:
         raise ProtocolError(
@@ -208,13 +305,19 @@ def leave_envelope(member: str) -> bytes:
     return ENVELOPE + b'{"t":"leave","m":' + orjson.dumps(member) + b"}"
 
 
+def message_envelope(offset: int, epoch: str, payload: bytes) -> bytes:
+    """A durable message as published: header line, newline, the payload unchanged."""
+    header = b'{"t":"msg","o":%d,"e":%s}' % (offset, orjson.dumps(epoch))
+    return ENVELOPE + header + b"\n" + payload
+
+
 def event_from_envelope(channel: str, payload: bytes) -> str | None:
     """The frame for a presence envelope, or None if the envelope is not one we know."""
-    try:
-        env = orjson.loads(payload[len(ENVELOPE) :])
-        kind, member = env["t"], env["m"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+    parsed = parse_envelope(payload)
+    if parsed is None:
         return None
+    env = parsed[0]
+    kind, member = env.get("t"), env.get("m")
     if kind not in ("join", "leave") or not isinstance(member, str):
         return None
     obj: dict[str, Any] = {"type": kind, "channel": channel, **member_fields(member)}
@@ -257,17 +360,56 @@ def _frame(obj: dict[str, Any]) -> str:
     return orjson.dumps(obj).decode()
 
 
-def message(channel: str, data: Any) -> str:
+def message(channel: str, data: Any, offset: int | None = None, epoch: str | None = None) -> str:
     """The frame delivering one message. Built once per node and shared by every subscriber."""
-    return _frame({"type": "message", "channel": channel, "data": data})
+    if offset is None:
+        return _frame({"type": "message", "channel": channel, "data": data})
+    return _frame(
+        {"type": "message", "channel": channel, "data": data, "offset": offset, "epoch": epoch}
+    )
 
 
-def subscribed(channel: str, request_id: int | None) -> str:
-    return _with_id({"type": "subscribed", "channel": channel}, request_id)
+def subscribed(
+    channel: str,
+    request_id: int | None,
+    position: Position | None = None,
+    recovered: bool | None = None,
+) -> str:
+    obj: dict[str, Any] = {"type": "subscribed", "channel": channel}
+    if position is not None:
+        obj["offset"], obj["epoch"] = position.offset, position.epoch
+    if recovered is not None:
+        obj["recovered"] = recovered
+    return _with_id(obj, request_id)
 
 
-def unsubscribed(channel: str, request_id: int | None) -> str:
-    return _with_id({"type": "unsubscribed", "channel": channel}, request_id)
+def unsubscribed(channel: str, request_id: int | None, reason: str | None = None) -> str:
+    obj: dict[str, Any] = {"type": "unsubscribed", "channel": channel}
+    if reason is not None:
+        obj["reason"] = reason
+    return _with_id(obj, request_id)
+
+
+def published(channel: str, request_id: int | None, position: Position | None) -> str:
+    obj: dict[str, Any] = {"type": "published", "channel": channel}
+    if position is not None:
+        obj["offset"], obj["epoch"] = position.offset, position.epoch
+    return _with_id(obj, request_id)
+
+
+def history_reply(
+    channel: str, position: Position, messages: list[dict[str, Any]], request_id: int | None
+) -> str:
+    return _with_id(
+        {
+            "type": "history",
+            "channel": channel,
+            "offset": position.offset,
+            "epoch": position.epoch,
+            "messages": messages,
+        },
+        request_id,
+    )
 
 
 def pong(request_id: int | None) -> str:

@@ -32,6 +32,18 @@ Presence (see docs/presence.md), per channel:
 * Times are milliseconds from the node's clock, passed in, so tests inject the clock.
 * Member pages are in member-key order; paging with ``after`` is stable while members
   come and go (a member present throughout appears exactly once).
+
+Durable channels (see docs/durability.md), those the channel rules mark ``durable``:
+
+* ``publish_durable`` is one atomic step: the channel's next offset (previous + 1),
+  an append to its stream capped at ``history_size`` (oldest dropped), a TTL of
+  ``history_ttl`` on the history, and a publish of the payload with its offset and
+  epoch (an envelope, see ``pushhub.protocol.ENVELOPE``). Publishes to one channel are
+  delivered in offset order.
+* A given idempotency key publishes once; a retry answers the first position.
+* The epoch names one life of a channel's history. A history lost (expired, cleared,
+  Redis data lost) comes back under a new epoch with offsets from 1 again.
+* Reading the history of a channel that has none creates its epoch (offset 0).
 """
 
 from __future__ import annotations
@@ -64,12 +76,38 @@ class PresenceEntry:
     info: bytes | None
 
 
+@dataclass(frozen=True, slots=True)
+class StreamPosition:
+    offset: int
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryMessage:
+    offset: int
+    data: bytes  # the payload exactly as published
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRead:
+    position: StreamPosition  # the newest offset given out, and the epoch
+    first: int  # the oldest offset still kept, 0 when none is
+    messages: list[HistoryMessage]
+
+
+#: Called after the engine re-established its subscriptions following an outage, when
+#: payloads may have been lost meanwhile.
+ResubscribeHandler = Callable[[], None]
+
+
 class Engine(Protocol):
     """Cross-node transport of channel payloads."""
 
     name: str
 
-    async def start(self, handler: MessageHandler) -> None:
+    async def start(
+        self, handler: MessageHandler, on_resubscribe: ResubscribeHandler | None = None
+    ) -> None:
         """Connect and begin delivering payloads to ``handler``."""
 
     async def close(self) -> None:
@@ -139,3 +177,22 @@ class Engine(Protocol):
     async def reap_dead_nodes(self, node_id: str, now_ms: int) -> list[str]:
         """Remove the presence entries of every node whose lease lapsed, emitting their
         leave events, exactly once across all nodes. Returns the reaped node ids."""
+
+    # -- durable channels --------------------------------------------------------------
+
+    async def publish_durable(
+        self, channel: str, payload: bytes, idempotency_key: str | None = None
+    ) -> StreamPosition:
+        """Append and publish atomically; the position the message was given."""
+
+    async def read_history(
+        self, channel: str, after: int | None, limit: int, reverse: bool = False
+    ) -> HistoryRead:
+        """Up to ``limit`` kept messages with offsets above ``after`` (oldest first), or
+        below it with ``reverse`` (newest first), with the position, in one atomic read."""
+
+    async def clear_history(self, channel: str) -> StreamPosition:
+        """Drop the channel's history and start a new epoch."""
+
+    async def stream_positions(self, channels: Sequence[str]) -> list[StreamPosition | None]:
+        """Each channel's position, or None where the channel has no history now."""

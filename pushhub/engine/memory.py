@@ -7,13 +7,27 @@ sharing one Redis, which lets the contract suite check cross-node behaviour in p
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pushhub.engine.base import Engine, MessageHandler, PresenceCount, PresenceEntry, PresenceMember
-from pushhub.errors import EngineUnavailable
-from pushhub.protocol import join_envelope, leave_envelope
+from pushhub.channels import ChannelRule, ChannelRules
+from pushhub.engine.base import (
+    Engine,
+    HistoryMessage,
+    HistoryRead,
+    MessageHandler,
+    PresenceCount,
+    PresenceEntry,
+    PresenceMember,
+    ResubscribeHandler,
+    StreamPosition,
+)
+from pushhub.errors import EngineError, EngineUnavailable
+from pushhub.protocol import join_envelope, leave_envelope, message_envelope
 
 
 @dataclass
@@ -24,20 +38,42 @@ class _ChannelPresence:
     keys: list[str] = field(default_factory=list)  # member keys, sorted
 
 
-class MemoryBroker:
-    """What a Redis server is to the Redis engine: Pub/Sub plus presence state."""
+@dataclass
+class _Stream:
+    epoch: str
+    expires: float  # clock seconds
+    offset: int = 0
+    entries: deque[tuple[int, bytes]] = field(default_factory=deque)
 
-    def __init__(self) -> None:
+
+class MemoryBroker:
+    """What a Redis server is to the Redis engine: Pub/Sub, presence and streams."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
         self.subscriptions: dict[str, set[MemoryEngine]] = {}
         self.presence: dict[str, _ChannelPresence] = {}
         self.leases: dict[str, int] = {}  # node id -> lease expiry
         self.node_channels: dict[str, set[str]] = {}
+        self.streams: dict[str, _Stream] = {}
+        self.idempotency: dict[tuple[str, str], tuple[StreamPosition, float]] = {}
 
     def flush(self) -> None:
         """Lose every piece of state, as FLUSHALL does to Redis (subscriptions survive)."""
         self.presence.clear()
         self.leases.clear()
         self.node_channels.clear()
+        self.streams.clear()
+        self.idempotency.clear()
+
+    # The stream operations mirror pushhub/engine/lua/durable.lua.
+
+    def stream(self, channel: str, ttl: float) -> _Stream:
+        now = self.clock()
+        stream = self.streams.get(channel)
+        if stream is None or stream.expires <= now:
+            stream = self.streams[channel] = _Stream(secrets.token_hex(6), now + ttl)
+        return stream
 
     # The presence operations mirror the Lua scripts of the Redis engine line for line.
 
@@ -92,12 +128,22 @@ class MemoryBroker:
 class MemoryEngine:
     name = "memory"
 
-    def __init__(self, broker: MemoryBroker | None = None) -> None:
+    def __init__(
+        self,
+        broker: MemoryBroker | None = None,
+        rules: tuple[ChannelRule, ...] = (),
+        idempotency_ttl: float = 300.0,
+    ) -> None:
         self._broker = broker if broker is not None else MemoryBroker()
+        self._rules = ChannelRules(rules)
+        self._idempotency_ttl = idempotency_ttl
         self._handler: MessageHandler | None = None
         self._channels: set[str] = set()
 
-    async def start(self, handler: MessageHandler) -> None:
+    async def start(
+        self, handler: MessageHandler, on_resubscribe: ResubscribeHandler | None = None
+    ) -> None:
+        # Memory never disconnects, so it never resubscribes.
         self._handler = handler
 
     async def close(self) -> None:
@@ -231,10 +277,73 @@ class MemoryEngine:
             del self._broker.leases[dead_id]
         return dead
 
+    # -- durable channels --------------------------------------------------------------
 
-def from_url(url: str, **options: object) -> MemoryEngine:
-    """``memory://``: a fresh single-node engine. Options are accepted and ignored."""
-    return MemoryEngine()
+    async def publish_durable(
+        self, channel: str, payload: bytes, idempotency_key: str | None = None
+    ) -> StreamPosition:
+        self._require_started()
+        options = self._rules.options(channel)
+        if not options.durable:
+            raise EngineError(f"{channel!r} is not a durable channel")
+        broker, now = self._broker, self._broker.clock()
+        if idempotency_key:
+            seen = broker.idempotency.get((channel, idempotency_key))
+            if seen is not None and seen[1] > now:
+                return seen[0]
+        stream = broker.stream(channel, options.history_ttl)
+        stream.offset += 1
+        stream.entries.append((stream.offset, payload))
+        while len(stream.entries) > options.history_size:
+            stream.entries.popleft()
+        stream.expires = now + options.history_ttl
+        position = StreamPosition(stream.offset, stream.epoch)
+        broker.deliver(channel, message_envelope(position.offset, position.epoch, payload))
+        if idempotency_key:
+            broker.idempotency[(channel, idempotency_key)] = (position, now + self._idempotency_ttl)
+        return position
+
+    async def read_history(
+        self, channel: str, after: int | None, limit: int, reverse: bool = False
+    ) -> HistoryRead:
+        self._require_started()
+        stream = self._broker.stream(channel, self._rules.options(channel).history_ttl)
+        entries = list(stream.entries)
+        if reverse:
+            chosen = [e for e in reversed(entries) if after is None or e[0] < after][:limit]
+        else:
+            chosen = [e for e in entries if after is None or e[0] > after][:limit]
+        first = entries[0][0] if entries else 0
+        return HistoryRead(
+            StreamPosition(stream.offset, stream.epoch),
+            first,
+            [HistoryMessage(offset, data) for offset, data in chosen],
+        )
+
+    async def clear_history(self, channel: str) -> StreamPosition:
+        self._require_started()
+        self._broker.streams.pop(channel, None)
+        stream = self._broker.stream(channel, self._rules.options(channel).history_ttl)
+        return StreamPosition(stream.offset, stream.epoch)
+
+    async def stream_positions(self, channels: Sequence[str]) -> list[StreamPosition | None]:
+        self._require_started()
+        now = self._broker.clock()
+        positions: list[StreamPosition | None] = []
+        for channel in channels:
+            stream = self._broker.streams.get(channel)
+            if stream is not None and stream.expires > now:
+                positions.append(StreamPosition(stream.offset, stream.epoch))
+            else:
+                positions.append(None)
+        return positions
+
+
+def from_url(
+    url: str, *, rules: tuple[ChannelRule, ...] = (), idempotency_ttl: float = 300.0, **_: object
+) -> MemoryEngine:
+    """``memory://``: a fresh single-node engine."""
+    return MemoryEngine(rules=rules, idempotency_ttl=idempotency_ttl)
 
 
 if TYPE_CHECKING:  # mypy proves the memory engine keeps the whole contract

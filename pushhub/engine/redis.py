@@ -29,7 +29,18 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from pushhub.backoff import Backoff
-from pushhub.engine.base import Engine, MessageHandler, PresenceCount, PresenceEntry, PresenceMember
+from pushhub.channels import ChannelRule, lua_pattern
+from pushhub.engine.base import (
+    Engine,
+    HistoryMessage,
+    HistoryRead,
+    MessageHandler,
+    PresenceCount,
+    PresenceEntry,
+    PresenceMember,
+    ResubscribeHandler,
+    StreamPosition,
+)
 from pushhub.errors import EngineUnavailable
 
 logger = logging.getLogger("pushhub.engine.redis")
@@ -42,6 +53,28 @@ _IO_ERRORS = (RedisError, OSError, TimeoutError)
 _Arg = bytes | str | int
 
 _PRESENCE_LUA = files("pushhub.engine").joinpath("lua/presence.lua").read_text()
+_DURABLE_LUA = files("pushhub.engine").joinpath("lua/durable.lua").read_text()
+
+
+def _lua_string(text: str) -> str:
+    return '"' + "".join(c if c.isalnum() or c in ":_-" else f"\\{ord(c):03d}" for c in text) + '"'
+
+
+def function_library(
+    key_prefix: str, rules: tuple[ChannelRule, ...], idempotency_ttl_ms: int
+) -> str:
+    """The Redis Function library, with the prefix and channel rules compiled in."""
+    compiled = ", ".join(
+        f"{{{_lua_string(lua_pattern(r.pattern))}, {int(r.options.durable)}, "
+        f"{r.options.history_size}, {r.options.history_ttl * 1000}}}"
+        for r in rules
+    )
+    return (
+        _DURABLE_LUA.replace("__PREFIX__", _lua_string(key_prefix))
+        .replace("__IDEMPOTENCY_TTL_MS__", str(idempotency_ttl_ms))
+        .replace("__RULES__", "{" + compiled + "}")
+    )
+
 
 #: Channels per pipeline when refreshing presence, to bound one round trip's size.
 REFRESH_BATCH = 200
@@ -56,6 +89,8 @@ class RedisEngine:
         *,
         node_id: str,
         key_prefix: str = "pushhub:",
+        rules: tuple[ChannelRule, ...] = (),
+        idempotency_ttl: float = 300.0,
         connect_timeout: float = 2.0,
         command_timeout: float = 5.0,
         probe_interval: float = 2.0,
@@ -72,6 +107,10 @@ class RedisEngine:
         self._url = url
         self._prefix = key_prefix
         self._presence = self._client.register_script(_PRESENCE_LUA)
+        self._library = function_library(key_prefix, rules, int(idempotency_ttl * 1000))
+        self._on_resubscribe: ResubscribeHandler | None = None
+        self._resync: set[str] | None = None  # channels awaiting resubscription
+        self._connected_once = False
         self._command_timeout = command_timeout
         self._probe_interval = probe_interval
         self._probe_channel = f"__pushhub__.probe.{node_id}"
@@ -93,8 +132,11 @@ class RedisEngine:
 
     # -- lifecycle ---------------------------------------------------------------
 
-    async def start(self, handler: MessageHandler) -> None:
+    async def start(
+        self, handler: MessageHandler, on_resubscribe: ResubscribeHandler | None = None
+    ) -> None:
         self._handler = handler
+        self._on_resubscribe = on_resubscribe
         loop = asyncio.get_running_loop()
         self._reader = loop.create_task(self._read_forever(), name="pushhub-redis-reader")
         self._watchdog = loop.create_task(self._watch(), name="pushhub-redis-watchdog")
@@ -131,6 +173,9 @@ class RedisEngine:
             conn = self._new_connection()
             try:
                 await conn.connect()  # type: ignore[no-untyped-call]
+                # Functions live in Redis's memory: load ours on every (re)connect, since
+                # a restart without persistence forgets them.
+                await self._client.function_load(self._library, replace=True)
                 self._conn = conn
                 self._session = asyncio.get_running_loop().create_task(self._session_loop(conn))
                 await self._session
@@ -166,6 +211,7 @@ class RedisEngine:
     async def _session_loop(self, conn: AbstractConnection) -> None:
         # The probe channel goes first: its confirmation is what makes the engine ready.
         channels = [self._probe_channel, *self._wanted]
+        self._resync = set(self._wanted) if self._connected_once else None
         for start in range(0, len(channels), RESUBSCRIBE_BATCH):
             await conn.send_command("SUBSCRIBE", *channels[start : start + RESUBSCRIBE_BATCH])
         while True:
@@ -190,8 +236,15 @@ class RedisEngine:
                 self._ready = True
                 self._ready_event.set()
                 self._backoff.reset()
+                self._connected_once = True
             elif channel in self._wanted:
                 self._live.add(channel)
+            if self._resync is not None:
+                self._resync.discard(channel)
+                if not self._resync:
+                    self._resync = None
+                    if self._on_resubscribe is not None:
+                        self._on_resubscribe()
             for fut in self._waiters.pop(channel, ()):
                 if not fut.done():
                     fut.set_result(None)
@@ -379,14 +432,18 @@ class RedisEngine:
 
     async def reap_dead_nodes(self, node_id: str, now_ms: int) -> list[str]:
         nodes_key = f"{self._prefix}nodes"
-        dead = await self._call(self._client.zrangebyscore(nodes_key, "-inf", f"({now_ms}"))
+        dead = await self._call(
+            self._client.zrangebyscore(nodes_key, "-inf", f"({now_ms}", withscores=True)
+        )
         reaped = []
-        for raw in dead:
+        for raw, expiry in dead:
             dead_id = raw.decode()
             if dead_id == node_id:
                 continue
-            # One reaper per dead node: the first to take this key does the work.
-            claim = f"{self._prefix}node:{{{dead_id}}}:reaper"
+            # One reaper per lapse of a lease: the first to take this key does the work.
+            # The key names the lapsed expiry, so a node that comes back and dies again
+            # is reaped again.
+            claim = f"{self._prefix}node:{{{dead_id}}}:reaper:{int(expiry)}"
             if not await self._call(self._client.set(claim, node_id, nx=True, px=30_000)):
                 continue
             key = self._node_channels_key(dead_id)
@@ -400,6 +457,38 @@ class RedisEngine:
                 await self._call(pipe.execute())
             reaped.append(dead_id)
         return reaped
+
+    # -- durable channels --------------------------------------------------------------
+
+    async def publish_durable(
+        self, channel: str, payload: bytes, idempotency_key: str | None = None
+    ) -> StreamPosition:
+        offset, epoch = await self._call(
+            self._client.fcall("pushhub_publish", 1, channel, payload, idempotency_key or "")
+        )
+        return StreamPosition(int(offset), epoch.decode())
+
+    async def read_history(
+        self, channel: str, after: int | None, limit: int, reverse: bool = False
+    ) -> HistoryRead:
+        args = ["" if after is None else str(after), str(limit), "1" if reverse else "0"]
+        flat = await self._call(self._client.fcall("pushhub_history", 1, channel, *args))
+        messages = [HistoryMessage(int(flat[i]), flat[i + 1]) for i in range(3, len(flat), 2)]
+        return HistoryRead(StreamPosition(int(flat[1]), flat[0].decode()), int(flat[2]), messages)
+
+    async def clear_history(self, channel: str) -> StreamPosition:
+        offset, epoch = await self._call(self._client.fcall("pushhub_clear", 1, channel))
+        return StreamPosition(int(offset), epoch.decode())
+
+    async def stream_positions(self, channels: Sequence[str]) -> list[StreamPosition | None]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for channel in channels:
+                pipe.hmget(f"{self._prefix}meta:{{{channel}}}", "epoch", "offset")
+            rows = await self._call(pipe.execute())
+        return [
+            StreamPosition(int(offset), epoch.decode()) if epoch is not None else None
+            for epoch, offset in rows
+        ]
 
 
 def from_url(url: str, *, node_id: str, **options: Any) -> RedisEngine:

@@ -568,9 +568,7 @@ async def test_heartbeat_is_false_for_a_new_lease_and_true_while_the_lease_exist
     assert await node.node_heartbeat("n2", T0, LEASE) is False
 
 
-async def test_heartbeat_is_false_again_after_the_state_is_lost(
-    store: Store, node: Engine
-) -> None:
+async def test_heartbeat_is_false_again_after_the_state_is_lost(store: Store, node: Engine) -> None:
     await node.node_heartbeat("n1", T0, LEASE, [CHANNEL])
 
     store.lose_everything()

@@ -77,7 +77,7 @@ def test_frame_without_a_string_type_is_refused_as_bad_frame(text: str) -> None:
     assert refusal(text).code == ErrorCode.BAD_FRAME
 
 
-@pytest.mark.parametrize("kind", ["publish", "PING", "Subscribe", "", "x" * 1000])
+@pytest.mark.parametrize("kind", ["broadcast", "PING", "Subscribe", "", "x" * 1000])
 def test_unknown_type_is_refused_as_unknown_type(kind: str) -> None:
     err = refusal(frame(type=kind))
     assert err.code == ErrorCode.UNKNOWN_TYPE
