@@ -147,22 +147,15 @@ class Node:
             if last.epoch != epoch or offset != last.offset + 1:
                 # A message was lost between Redis and this node (or the history was
                 # cleared): the subscribers recover from the stream, this one included.
-                logger.warning(
-                    "lost messages on %s (had %s/%d, got %s/%d); subscribers must recover",
-                    channel,
-                    last.epoch,
-                    last.offset,
-                    epoch,
-                    offset,
-                )
-                self._lost(channel)
+                self._lost(channel, f"had {last.epoch}/{last.offset}, received {epoch}/{offset}")
                 return
         self._positions[channel] = StreamPosition(offset, epoch)
         frame = protocol.message(channel, protocol.decode_payload(body), offset, epoch)
         self.messages_delivered += self.hub.broadcast(channel, frame, offset)
 
-    def _lost(self, channel: str) -> None:
+    def _lost(self, channel: str, why: str) -> None:
         """Tell every local subscriber of ``channel`` to resubscribe from its position."""
+        logger.warning("lost messages on %s (%s); subscribers must recover", channel, why)
         self._positions.pop(channel, None)
         conns = self.hub.subscribers(channel)
         frame = protocol.unsubscribed(channel, None, reason="recover")
@@ -195,8 +188,9 @@ class Node:
             logger.warning("cannot check durable channels after reconnecting: %s", exc)
             return
         for channel, position in zip(channels, positions, strict=True):
-            if position is None or position != self._positions.get(channel):
-                self._lost(channel)
+            last = self._positions.get(channel)
+            if position is None or position != last:
+                self._lost(channel, f"had {last}, the stream is at {position} after reconnecting")
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
