@@ -283,22 +283,39 @@ class Node:
                     await self.engine.unsubscribe(channel)
                 return
             options = self.rules.options(channel)
-            if options.durable:
-                # Hold live messages from now on, until the position is read.
+            setup = options.durable or options.presence
+            if setup:
+                # Hold live frames from now on, until the subscription is set up.
                 if conn.pending is None:
                     conn.pending = {}
                 conn.pending[channel] = []
             # Register and confirm in one step, with no await between, so that no
             # message of this channel can reach the client before "subscribed".
             self.hub.add(conn, channel)
-            if not options.durable:
+            if not setup:
                 recovered = False if since is not None else None
                 conn.send(protocol.subscribed(channel, request_id, None, recovered))
-        if options.durable:
-            await self._catch_up(conn, channel, request_id, since)
+                return
+        # Presence first, so that "subscribed" means "the others can see you" too; the
+        # client's own join event is among the held frames.
         if options.presence:
             entry = PresenceEntry(conn.id, protocol.member_key(conn.user, conn.id), conn.info)
             await self.presence.join(channel, entry)
+        if options.durable:
+            await self._catch_up(conn, channel, request_id, since)
+        else:
+            recovered = False if since is not None else None
+            conn.send(protocol.subscribed(channel, request_id, None, recovered))
+            self._release_held(conn, channel, None)
+
+    def _release_held(self, conn: Connection, channel: str, after: int | None) -> None:
+        """Send the frames held during set-up, skipping durable ones at or below ``after``."""
+        held = conn.pending.pop(channel, []) if conn.pending is not None else []
+        if conn.pending is not None and not conn.pending:
+            conn.pending = None
+        for offset, frame in held:
+            if offset is None or after is None or offset > after:
+                conn.send(frame)
 
     async def _catch_up(
         self,
@@ -331,12 +348,7 @@ class Node:
                 conn.send(protocol.message(channel, data, m.offset, position.epoch))
         wire = protocol.Position(position.offset, position.epoch)
         conn.send(protocol.subscribed(channel, request_id, wire, recovered))
-        held = conn.pending.pop(channel, []) if conn.pending is not None else []
-        if conn.pending is not None and not conn.pending:
-            conn.pending = None
-        for offset, frame in held:
-            if offset is None or offset > position.offset:
-                conn.send(frame)
+        self._release_held(conn, channel, position.offset)
         if channel not in self._positions:
             self._positions[channel] = position
 

@@ -54,7 +54,7 @@ async def _subscribe(
     if since is not None:
         frame["since"] = since
     await client.send({**frame, "id": 99})
-    replayed = []
+    replayed: list[dict[str, Any]] = []
     while True:
         event = await client.recv()
         if event["type"] == "subscribed" and event.get("id") == 99:

@@ -71,7 +71,8 @@ async def test_a_user_in_two_tabs_on_two_nodes_is_one_member_and_leaves_once(
     await tab1.close()
     # Closing one tab sends no leave: prove it by a later event arriving first.
     carol = await _join(b, "room:1", "carol")
-    assert (await watcher.recv())["user"] == "carol"
+    ev = await watcher.recv()
+    assert ev["user"] == "carol", ev
     assert _count(a, "room:1")["connections"] == 3
 
     await tab2.close()

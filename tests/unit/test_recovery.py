@@ -1,0 +1,407 @@
+"""Recovery decisions and the durable parts of the protocol, as plain function calls.
+
+``node.can_recover`` decides whether a history read closes a client's gap exactly (all
+of it, or nothing is replayed); the protocol functions parse ``since``, ``publish`` and
+``history`` and build the frames and the envelope that carry offsets and epochs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from pushhub import protocol
+from pushhub.engine.base import HistoryMessage, HistoryRead, StreamPosition
+from pushhub.errors import ErrorCode, ProtocolError
+from pushhub.node import can_recover
+from pushhub.protocol import (
+    ENVELOPE,
+    PRESENCE_PAGE_DEFAULT,
+    History,
+    Position,
+    Publish,
+    Subscribe,
+)
+
+EPOCH = "6b0bf94cc87b9"
+CAP = 300
+
+
+def read(top: int, kept: range | list[int], epoch: str = EPOCH) -> HistoryRead:
+    """A history read: ``top`` is the newest offset, ``kept`` the messages returned; the
+    oldest kept offset is the first of ``kept`` (0 when none)."""
+    offsets = list(kept)
+    messages = [HistoryMessage(o, b"m%d" % o) for o in offsets]
+    return HistoryRead(StreamPosition(top, epoch), offsets[0] if offsets else 0, messages)
+
+
+def since(offset: int, epoch: str = EPOCH) -> Position:
+    return Position(offset, epoch)
+
+
+# -- can_recover ---------------------------------------------------------------------------
+
+
+def test_same_epoch_and_nothing_missed_recovers() -> None:
+    assert can_recover(since(10), read(10, []), CAP)
+    assert can_recover(since(10), read(10, range(1, 11)), CAP)
+    assert can_recover(since(0), read(0, []), CAP)
+
+
+def test_every_missed_message_present_recovers() -> None:
+    assert can_recover(since(4), read(10, range(5, 11)), CAP)
+    assert can_recover(since(0), read(3, range(1, 4)), CAP)
+
+
+def test_a_read_returning_more_than_the_missed_messages_still_recovers() -> None:
+    # A read may return more than the gap; only the first ``missed`` count.
+    assert can_recover(since(4), read(6, range(5, 11)), CAP)
+
+
+def test_exactly_the_cap_of_missed_messages_recovers() -> None:
+    assert can_recover(since(0), read(CAP, range(1, CAP + 1)), CAP)
+
+
+def test_a_different_epoch_does_not_recover() -> None:
+    assert not can_recover(since(4, "old-epoch"), read(10, range(5, 11)), CAP)
+    assert not can_recover(since(10, "old-epoch"), read(10, []), CAP)
+
+
+def test_a_position_ahead_of_the_newest_offset_does_not_recover() -> None:
+    assert not can_recover(since(11), read(10, range(1, 11)), CAP)
+    assert not can_recover(since(1), read(0, []), CAP)
+
+
+def test_more_missed_messages_than_the_cap_do_not_recover() -> None:
+    assert not can_recover(since(0), read(CAP + 1, range(1, CAP + 2)), CAP)
+    assert not can_recover(since(10), read(15, range(11, 16)), 4)
+
+
+def test_a_trimmed_gap_does_not_recover() -> None:
+    # Offset 5 was trimmed: the oldest kept is 6, the client last saw 4.
+    assert not can_recover(since(4), read(10, range(6, 11)), CAP)
+
+
+def test_an_oldest_kept_offset_right_after_the_position_recovers() -> None:
+    assert can_recover(since(5), read(10, range(6, 11)), CAP)
+
+
+def test_an_empty_history_with_missed_messages_does_not_recover() -> None:
+    assert not can_recover(since(4), read(10, []), CAP)
+
+
+def test_a_hole_in_the_messages_does_not_recover() -> None:
+    assert not can_recover(since(4), read(10, [5, 6, 8, 9, 10]), CAP)
+
+
+def test_fewer_messages_than_missed_do_not_recover() -> None:
+    assert not can_recover(since(4), read(10, range(5, 9)), CAP)
+
+
+def test_messages_out_of_order_do_not_recover() -> None:
+    assert not can_recover(since(4), read(7, [5, 7, 6]), CAP)
+
+
+# -- subscribe with since -----------------------------------------------------------------
+
+
+def refusal(frame: str | bytes) -> ProtocolError:
+    with pytest.raises(ProtocolError) as info:
+        protocol.parse(frame)
+    return info.value
+
+
+def frame(**fields: Any) -> str:
+    return orjson.dumps(fields).decode()
+
+
+def subscribe_since(position: Any) -> str:
+    return frame(type="subscribe", channel="user:42", since=position, id=7)
+
+
+def test_subscribe_with_since_parses_into_a_position() -> None:
+    parsed = protocol.parse(subscribe_since({"offset": 5, "epoch": EPOCH}))
+
+    assert parsed == Subscribe("user:42", 7, Position(5, EPOCH))
+
+
+@pytest.mark.parametrize(
+    ("position", "expected"),
+    [
+        ({"offset": 0, "epoch": "e"}, Position(0, "e")),
+        ({"offset": 2**53 - 1, "epoch": "x" * 64}, Position(2**53 - 1, "x" * 64)),
+        # The same leniency as "limit": a string of digits stands for the number.
+        ({"offset": "5", "epoch": "e"}, Position(5, "e")),
+        ({"offset": 5, "epoch": "e", "extra": True}, Position(5, "e")),
+    ],
+)
+def test_since_at_the_edges_of_what_is_allowed_is_accepted(
+    position: dict[str, Any], expected: Position
+) -> None:
+    assert protocol.parse(subscribe_since(position)) == Subscribe("user:42", 7, expected)
+
+
+def test_subscribe_without_since_or_with_null_since_has_no_position() -> None:
+    assert protocol.parse(frame(type="subscribe", channel="c")) == Subscribe("c")
+    assert protocol.parse(frame(type="subscribe", channel="c", since=None)) == Subscribe("c")
+
+
+@pytest.mark.parametrize(
+    "position",
+    [
+        pytest.param({"offset": 5}, id="missing-epoch"),
+        pytest.param({"epoch": EPOCH}, id="missing-offset"),
+        pytest.param({"offset": None, "epoch": EPOCH}, id="null-offset"),
+        pytest.param({"offset": -1, "epoch": EPOCH}, id="negative-offset"),
+        pytest.param({"offset": "five", "epoch": EPOCH}, id="offset-as-a-word"),
+        pytest.param({"offset": "-1", "epoch": EPOCH}, id="offset-as-a-negative-string"),
+        pytest.param({"offset": "", "epoch": EPOCH}, id="offset-as-an-empty-string"),
+        pytest.param({"offset": 1.5, "epoch": EPOCH}, id="fractional-offset"),
+        pytest.param({"offset": True, "epoch": EPOCH}, id="boolean-offset"),
+        pytest.param({"offset": 2**53, "epoch": EPOCH}, id="offset-too-large"),
+        pytest.param({"offset": 5, "epoch": ""}, id="empty-epoch"),
+        pytest.param({"offset": 5, "epoch": "x" * 65}, id="epoch-too-long"),
+        pytest.param({"offset": 5, "epoch": 123}, id="epoch-not-a-string"),
+        pytest.param([5, EPOCH], id="a-list"),
+        pytest.param(5, id="a-number"),
+        pytest.param("5:" + EPOCH, id="a-string"),
+    ],
+)
+def test_a_bad_since_is_refused_as_bad_request_with_the_request_id(position: Any) -> None:
+    err = refusal(subscribe_since(position))
+
+    assert err.code == ErrorCode.BAD_REQUEST
+    assert err.request_id == 7
+
+
+# -- publish -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"data": {"text": "hi"}}, Publish("user:1", {"text": "hi"})),
+        ({"data": None}, Publish("user:1", None)),
+        (
+            {"data": "x", "idempotency_key": "order-7:v1.2_a"},
+            Publish("user:1", "x", "order-7:v1.2_a"),
+        ),
+        ({"data": 1, "idempotency_key": "k" * 128}, Publish("user:1", 1, "k" * 128)),
+        ({"data": 1, "idempotency_key": None}, Publish("user:1", 1)),
+        ({"data": [1], "id": 4}, Publish("user:1", [1], None, 4)),
+    ],
+)
+def test_publish_command_parses_data_and_idempotency_key(
+    fields: dict[str, Any], expected: Publish
+) -> None:
+    assert protocol.parse(frame(type="publish", channel="user:1", **fields)) == expected
+
+
+def test_publish_without_data_is_refused_as_bad_request() -> None:
+    err = refusal(frame(type="publish", channel="user:1", id=3))
+
+    assert (err.code, err.request_id) == (ErrorCode.BAD_REQUEST, 3)
+    assert "data" in err.message
+
+
+def test_publish_to_a_bad_channel_is_refused_as_bad_channel() -> None:
+    err = refusal(frame(type="publish", channel="user:*", data=1, id=3))
+
+    assert (err.code, err.request_id) == (ErrorCode.BAD_CHANNEL, 3)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["", "k" * 129, "has space", "slash/key", "brace{x}", "caf\u00e9", 42, True, ["k"], {"k": 1}],
+)
+def test_a_bad_idempotency_key_is_refused_as_bad_request(key: Any) -> None:
+    err = refusal(frame(type="publish", channel="user:1", data=1, idempotency_key=key, id=5))
+
+    assert (err.code, err.request_id) == (ErrorCode.BAD_REQUEST, 5)
+    assert "idempotency_key" in err.message
+
+
+# -- history ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({}, History("user:1")),
+        ({"since": 10}, History("user:1", 10)),
+        ({"since": 0}, History("user:1", 0)),
+        ({"since": "10"}, History("user:1", 10)),
+        ({"since": None}, History("user:1")),
+        ({"since": ""}, History("user:1")),
+        ({"limit": 1}, History("user:1", None, 1)),
+        ({"limit": 1000}, History("user:1", None, 1000)),
+        ({"reverse": True}, History("user:1", None, PRESENCE_PAGE_DEFAULT, True)),
+        ({"reverse": False, "id": 9}, History("user:1", id=9)),
+        ({"since": 3, "limit": 2, "reverse": True, "id": 1}, History("user:1", 3, 2, True, 1)),
+    ],
+)
+def test_history_command_parses_since_limit_and_reverse(
+    fields: dict[str, Any], expected: History
+) -> None:
+    assert protocol.parse(frame(type="history", channel="user:1", **fields)) == expected
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"since": -1}, id="negative-since"),
+        pytest.param({"since": 1.5}, id="fractional-since"),
+        pytest.param({"since": "ten"}, id="since-a-word"),
+        pytest.param({"since": True}, id="boolean-since"),
+        pytest.param({"since": {"offset": 1, "epoch": "e"}}, id="since-a-position"),
+        pytest.param({"limit": 0}, id="limit-zero"),
+        pytest.param({"limit": 1001}, id="limit-too-large"),
+        pytest.param({"limit": -5}, id="negative-limit"),
+        pytest.param({"reverse": "true"}, id="reverse-a-string"),
+        pytest.param({"reverse": 1}, id="reverse-a-number"),
+        pytest.param({"reverse": None}, id="reverse-null"),
+    ],
+)
+def test_a_bad_history_command_is_refused_as_bad_request(fields: dict[str, Any]) -> None:
+    err = refusal(frame(type="history", channel="user:1", id=2, **fields))
+
+    assert (err.code, err.request_id) == (ErrorCode.BAD_REQUEST, 2)
+
+
+# -- the durable message envelope ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(b'{"text":"hi"}', id="json"),
+        pytest.param(b"", id="empty"),
+        pytest.param(b"line one\nline two\r\n\n", id="newlines"),
+        pytest.param(b'\x1e\x1e{"t":"msg","o":99}\n\x1e', id="0x1e-and-a-fake-header"),
+        pytest.param(b"\xff\x00\x80 not utf-8", id="not-utf8"),
+        pytest.param(bytes(range(256)) * 240, id="60KiB"),
+    ],
+)
+def test_message_envelope_parses_back_into_its_header_and_the_payload_unchanged(
+    payload: bytes,
+) -> None:
+    envelope = protocol.message_envelope(42, EPOCH, payload)
+
+    assert envelope.startswith(ENVELOPE)
+    assert protocol.parse_envelope(envelope) == ({"t": "msg", "o": 42, "e": EPOCH}, payload)
+
+
+def test_message_envelope_header_is_what_the_redis_function_writes() -> None:
+    # durable.lua builds the same bytes by concatenation; the two must not drift apart.
+    assert protocol.message_envelope(7, "abc", b"x") == b'\x1e{"t":"msg","o":7,"e":"abc"}\nx'
+
+
+def test_an_epoch_needing_json_escapes_survives_the_envelope() -> None:
+    envelope = protocol.message_envelope(1, 'a"b\\c\n', b"data")
+
+    assert protocol.parse_envelope(envelope) == ({"t": "msg", "o": 1, "e": 'a"b\\c\n'}, b"data")
+
+
+def test_a_presence_envelope_has_a_header_and_no_payload() -> None:
+    parsed = protocol.parse_envelope(protocol.leave_envelope("u:alice"))
+
+    assert parsed == ({"t": "leave", "m": "u:alice"}, None)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"\x1enot json\npayload", b"\x1e[1,2]\npayload", b"\x1e", b"\x1e\n"],
+)
+def test_an_envelope_with_an_unreadable_header_parses_to_none(raw: bytes) -> None:
+    assert protocol.parse_envelope(raw) is None
+
+
+# -- server frames ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("encoded", "expected"),
+    [
+        (
+            protocol.subscribed("user:1", 3, Position(10, EPOCH), True),
+            {
+                "type": "subscribed",
+                "channel": "user:1",
+                "offset": 10,
+                "epoch": EPOCH,
+                "recovered": True,
+                "id": 3,
+            },
+        ),
+        (
+            protocol.subscribed("user:1", None, Position(0, EPOCH), False),
+            {
+                "type": "subscribed",
+                "channel": "user:1",
+                "offset": 0,
+                "epoch": EPOCH,
+                "recovered": False,
+            },
+        ),
+        (
+            protocol.subscribed("user:1", 4, Position(10, EPOCH)),
+            {"type": "subscribed", "channel": "user:1", "offset": 10, "epoch": EPOCH, "id": 4},
+        ),
+        (
+            protocol.subscribed("news", 5, None, False),
+            {"type": "subscribed", "channel": "news", "recovered": False, "id": 5},
+        ),
+        (
+            protocol.published("user:1", 6, Position(11, EPOCH)),
+            {"type": "published", "channel": "user:1", "offset": 11, "epoch": EPOCH, "id": 6},
+        ),
+        (
+            protocol.published("news", None, None),
+            {"type": "published", "channel": "news"},
+        ),
+        (
+            protocol.history_reply(
+                "user:1",
+                Position(11, EPOCH),
+                [{"offset": 10, "data": {"a": 1}}, {"offset": 11, "data": "x\ny"}],
+                7,
+            ),
+            {
+                "type": "history",
+                "channel": "user:1",
+                "offset": 11,
+                "epoch": EPOCH,
+                "messages": [{"offset": 10, "data": {"a": 1}}, {"offset": 11, "data": "x\ny"}],
+                "id": 7,
+            },
+        ),
+        (
+            protocol.history_reply("user:1", Position(0, EPOCH), [], None),
+            {"type": "history", "channel": "user:1", "offset": 0, "epoch": EPOCH, "messages": []},
+        ),
+        (
+            protocol.unsubscribed("user:1", None, reason="recover"),
+            {"type": "unsubscribed", "channel": "user:1", "reason": "recover"},
+        ),
+        (
+            protocol.unsubscribed("user:1", 8, reason="recover"),
+            {"type": "unsubscribed", "channel": "user:1", "reason": "recover", "id": 8},
+        ),
+        (
+            protocol.message("user:1", {"text": "a\nb"}, 12, EPOCH),
+            {
+                "type": "message",
+                "channel": "user:1",
+                "data": {"text": "a\nb"},
+                "offset": 12,
+                "epoch": EPOCH,
+            },
+        ),
+    ],
+)
+def test_durable_server_frame_is_compact_json_on_one_line(encoded: str, expected: object) -> None:
+    assert "\n" not in encoded
+    assert orjson.loads(encoded) == expected
+    assert encoded == orjson.dumps(expected).decode()  # field order and no spaces
