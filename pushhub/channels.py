@@ -49,7 +49,7 @@ _OPTION_TYPES: dict[str, type] = {
 _INT_BOUNDS = {"history_size": (1, 100_000), "history_ttl": (1, 365 * 86400)}
 
 #: A pattern: channel-name characters plus the wildcards ``*`` (any run) and ``?`` (one).
-PATTERN_RE = re.compile(r"[A-Za-z0-9_\-:.@=+,#$!~*?]{1,255}")
+PATTERN_RE = re.compile(r"[A-Za-z0-9_\-:.@=+#$!~*?]{1,255}")
 
 
 def parse_rules(raw: Any, where: str) -> tuple[ChannelRule, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import sys
@@ -54,7 +55,10 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     from pushhub.app import create_app
+    from pushhub.node import generate_node_id
 
+    if not settings.node_id:
+        settings = dataclasses.replace(settings, node_id=generate_node_id())
     configure_logging(settings.log_level)
     logger.info("settings: %s", describe(settings))
     if settings.redis_url is None:

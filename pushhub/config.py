@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -87,7 +88,7 @@ def _int(lo: int, hi: int) -> Parser:
         value: int | None = None
         if isinstance(raw, int) and not isinstance(raw, bool):
             value = raw
-        elif isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+        elif isinstance(raw, str) and re.fullmatch(r"-?[0-9]{1,12}", raw.strip()):
             value = int(raw)
         if value is None or not lo <= value <= hi:
             raise ConfigError(key, raw, f"an integer from {lo} to {hi}")

@@ -118,7 +118,9 @@ class Connection:
         # len(str) undercounts non-ASCII bytes by at most 4x; good enough for a guard rail
         # and far cheaper than encoding the frame once per subscriber.
         self._queued_bytes += len(frame)
-        if self._queued_bytes > self.max_queue_bytes:
+        # A frame bigger than the whole limit still goes to a client that is keeping
+        # up (nothing queued): the limit is there to catch clients falling behind.
+        if self._queued_bytes > self.max_queue_bytes and self._queue:
             logger.warning(
                 "closing slow connection %s: %d bytes queued (limit %d)",
                 self.id,

@@ -431,6 +431,11 @@ class Node:
         payload = protocol.encode_data(data)
         durable = {c for c in channels if self.rules.options(c).durable}
         plain = [c for c in channels if c not in durable]
+        if idempotency_key is not None and plain:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                f"idempotency_key needs durable channels; {plain[0]!r} is not one",
+            )
         if len(plain) == 1:
             await self.engine.publish(plain[0], payload)
         elif plain:
@@ -454,6 +459,8 @@ class Node:
             (position,) = await self.publish(
                 [command.channel], command.data, command.idempotency_key
             )
+        except ProtocolError as exc:
+            raise ProtocolError(exc.code, exc.message, command.id) from None
         except EngineError:
             raise ProtocolError(
                 ErrorCode.UNAVAILABLE, "the engine is unavailable, retry later", command.id

@@ -17,9 +17,9 @@ from pushhub.errors import ErrorCode, ProtocolError
 
 #: A channel name: 1-255 characters from this set. It excludes Redis glob characters
 #: (``* ? [ ]``), cluster hash-tag braces, whitespace and control characters, so a name
-#: can never reach Redis as a pattern or a key of the client's choosing; and ``/``, so a
-#: name is always one segment of an HTTP API path.
-CHANNEL_RE = re.compile(r"[A-Za-z0-9_\-:.@=+,#$!~]{1,255}")
+#: can never reach Redis as a pattern or a key of the client's choosing; ``/``, so a name
+#: is always one segment of an HTTP API path; and ``,``, which separates names in lists.
+CHANNEL_RE = re.compile(r"[A-Za-z0-9_\-:.@=+#$!~]{1,255}")
 
 #: Names starting with this are reserved for pushhub's own Pub/Sub traffic (its probes).
 RESERVED_PREFIX = "__"
@@ -108,7 +108,7 @@ def validate_channel(name: object, request_id: int | None = None) -> str:
     if not CHANNEL_RE.fullmatch(name):
         raise ProtocolError(
             ErrorCode.BAD_CHANNEL,
-            "channel must be 1-255 characters of A-Z a-z 0-9 and _ - : . @ = + , # $ ! ~",
+            "channel must be 1-255 characters of A-Z a-z 0-9 and _ - : . @ = + # $ ! ~",
             request_id,
         )
     if name.startswith(RESERVED_PREFIX):

@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
 from pushhub.backoff import Backoff
-from pushhub.channels import ChannelRule, lua_pattern
+from pushhub.channels import ChannelRule, ChannelRules, lua_pattern
 from pushhub.engine.base import (
     Engine,
     HistoryMessage,
@@ -41,7 +41,7 @@ from pushhub.engine.base import (
     ResubscribeHandler,
     StreamPosition,
 )
-from pushhub.errors import EngineUnavailable
+from pushhub.errors import EngineError, EngineUnavailable
 
 logger = logging.getLogger("pushhub.engine.redis")
 
@@ -49,6 +49,17 @@ logger = logging.getLogger("pushhub.engine.redis")
 RESUBSCRIBE_BATCH = 500
 
 _IO_ERRORS = (RedisError, OSError, TimeoutError)
+
+
+def _library_code(listing: Any) -> str | None:
+    """The code of the first library in a FUNCTION LIST WITHCODE reply, if any."""
+    for library in listing or ():
+        fields = dict(zip(library[::2], library[1::2], strict=False))
+        code = fields.get(b"library_code") or fields.get("library_code")
+        if code is not None:
+            return code.decode() if isinstance(code, bytes) else str(code)
+    return None
+
 
 _Arg = bytes | str | int
 
@@ -108,6 +119,8 @@ class RedisEngine:
         self._prefix = key_prefix
         self._presence = self._client.register_script(_PRESENCE_LUA)
         self._library = function_library(key_prefix, rules, int(idempotency_ttl * 1000))
+        self._rules = ChannelRules(rules)
+        self._functions_error: str | None = None
         self._on_resubscribe: ResubscribeHandler | None = None
         self._resync: set[str] | None = None  # channels awaiting resubscription
         self._connected_once = False
@@ -129,6 +142,7 @@ class RedisEngine:
         self._session: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._closing = False
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -173,9 +187,7 @@ class RedisEngine:
             conn = self._new_connection()
             try:
                 await conn.connect()  # type: ignore[no-untyped-call]
-                # Functions live in Redis's memory: load ours on every (re)connect, since
-                # a restart without persistence forgets them.
-                await self._client.function_load(self._library, replace=True)
+                await self._load_functions()
                 self._conn = conn
                 self._session = asyncio.get_running_loop().create_task(self._session_loop(conn))
                 await self._session
@@ -194,6 +206,32 @@ class RedisEngine:
                     await conn.disconnect()
             if not self._closing:
                 await asyncio.sleep(self._backoff.next())
+
+    async def _load_functions(self) -> None:
+        """Load the Function library. Functions live in Redis's memory, so this runs on
+        every (re)connect: a restart without persistence forgets them."""
+        try:
+            current = await self._client.function_list(library="pushhub", withcode=True)
+            code = _library_code(current)
+            if code is not None and code != self._library:
+                logger.warning(
+                    "replacing a pushhub Function library with different channel rules or "
+                    "key prefix: every node sharing this Redis needs the same [[channels]] "
+                    "and key_prefix, or FCALL pushhub_publish follows the last node started"
+                )
+            if code != self._library:
+                await self._client.function_load(self._library, replace=True)
+            self._functions_error = None
+        except ResponseError as exc:
+            # Redis older than 7.0, or functions disabled: everything but durable
+            # channels still works, so say so once and go on.
+            if self._functions_error is None:
+                logger.error(
+                    "cannot load pushhub's Redis Functions (%s): durable channels need "
+                    "Redis 7.0 or newer",
+                    exc,
+                )
+            self._functions_error = str(exc)
 
     def _drop_connection(self, conn: AbstractConnection) -> None:
         if self._conn is conn:
@@ -239,6 +277,10 @@ class RedisEngine:
                 self._connected_once = True
             elif channel in self._wanted:
                 self._live.add(channel)
+            else:
+                # A subscribe that timed out, or a channel dropped while resubscribing:
+                # Redis now sends what nobody here wants, so take it back.
+                self._spawn_unsubscribe(channel)
             if self._resync is not None:
                 self._resync.discard(channel)
                 if not self._resync:
@@ -248,6 +290,16 @@ class RedisEngine:
             for fut in self._waiters.pop(channel, ()):
                 if not fut.done():
                     fut.set_result(None)
+
+    def _spawn_unsubscribe(self, channel: str) -> None:
+        async def unsubscribe() -> None:
+            if channel not in self._wanted:
+                with contextlib.suppress(EngineUnavailable, *_IO_ERRORS):
+                    await self._send("UNSUBSCRIBE", channel)
+
+        task = asyncio.get_running_loop().create_task(unsubscribe())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _send(self, *args: str) -> None:
         conn = self._conn
@@ -463,21 +515,40 @@ class RedisEngine:
     async def publish_durable(
         self, channel: str, payload: bytes, idempotency_key: str | None = None
     ) -> StreamPosition:
+        options = self._rules.options(channel)
+        if not options.durable:
+            raise EngineError(f"{channel!r} is not a durable channel")
+        self._require_functions()
+        args = [payload, idempotency_key or "", options.history_size, options.history_ttl * 1000]
         offset, epoch = await self._call(
-            self._client.fcall("pushhub_publish", 1, channel, payload, idempotency_key or "")
+            self._client.fcall("pushhub_publish_with", 1, channel, *args)
         )
         return StreamPosition(int(offset), epoch.decode())
+
+    def _require_functions(self) -> None:
+        if self._functions_error is not None:
+            raise EngineUnavailable(
+                f"durable channels need Redis 7.0+ Functions: {self._functions_error}"
+            )
+
+    def _ttl_ms(self, channel: str) -> str:
+        return str(self._rules.options(channel).history_ttl * 1000)
 
     async def read_history(
         self, channel: str, after: int | None, limit: int, reverse: bool = False
     ) -> HistoryRead:
+        self._require_functions()
         args = ["" if after is None else str(after), str(limit), "1" if reverse else "0"]
+        args.append(self._ttl_ms(channel))
         flat = await self._call(self._client.fcall("pushhub_history", 1, channel, *args))
         messages = [HistoryMessage(int(flat[i]), flat[i + 1]) for i in range(3, len(flat), 2)]
         return HistoryRead(StreamPosition(int(flat[1]), flat[0].decode()), int(flat[2]), messages)
 
     async def clear_history(self, channel: str) -> StreamPosition:
-        offset, epoch = await self._call(self._client.fcall("pushhub_clear", 1, channel))
+        self._require_functions()
+        offset, epoch = await self._call(
+            self._client.fcall("pushhub_clear", 1, channel, self._ttl_ms(channel))
+        )
         return StreamPosition(int(offset), epoch.decode())
 
     async def stream_positions(self, channels: Sequence[str]) -> list[StreamPosition | None]:

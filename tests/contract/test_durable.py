@@ -541,24 +541,22 @@ async def test_memory_refuses_publish_durable_on_a_non_durable_channel() -> None
         await watcher.engine.close()
 
 
-async def test_redis_publishes_plainly_and_answers_offset_zero_on_a_non_durable_channel(
+async def test_redis_refuses_publish_durable_on_a_non_durable_channel(
     redis_server: RedisServer, redis_url: str
 ) -> None:
-    # The Redis Function must serve redis-cli, which cannot be refused a plain publish:
-    # on a channel no rule makes durable, pushhub_publish is exactly a PUBLISH.
+    # Nodes pass the channel's options to the Function themselves, so the engine refuses a
+    # channel its rules do not make durable, as memory does. (redis-cli's FCALL
+    # pushhub_publish on such a channel is a plain PUBLISH: see test_redis_function.py.)
     store = redis_store(redis_server, redis_url)
     engine, watcher = store.make(), Node(store.make())
     await engine.start(lambda channel, payload: None)
     await watcher.engine.start(watcher.handle)
     await watcher.engine.subscribe(PLAIN)
     try:
-        first = await engine.publish_durable(PLAIN, b"as is")
-        keyed = await engine.publish_durable(PLAIN, b"as is", "some-key")
-        again = await engine.publish_durable(PLAIN, b"as is", "some-key")
+        with pytest.raises(EngineError, match="not a durable channel"):
+            await engine.publish_durable(PLAIN, b"nope", "some-key")
 
-        assert first == keyed == again == StreamPosition(0, "")
-        # Delivered raw (no envelope), and every time: no idempotency without a stream.
-        assert await watcher.until_fence(PLAIN) == [b"as is"] * 3
+        assert await watcher.until_fence(PLAIN) == []
         assert await engine.stream_positions([PLAIN]) == [None]
         assert redis_server.cli("KEYS", f"{PREFIX}*").strip() == ""
     finally:

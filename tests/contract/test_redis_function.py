@@ -206,7 +206,7 @@ TRICKY_RULES = (
     ChannelRule("$p+q.*", ChannelOptions(durable=True)),
     ChannelRule("off:*", ChannelOptions(durable=False)),
     ChannelRule("o*", ChannelOptions(durable=True)),  # shadowed by "off:*" for off:...
-    ChannelRule("t#@=,!~?", ChannelOptions(durable=True)),
+    ChannelRule("t#@=!~?", ChannelOptions(durable=True)),
     ChannelRule("*.end", ChannelOptions(durable=True)),
 )
 
@@ -220,7 +220,7 @@ CANDIDATES = [
     *("$p+q.", "$p+q.zz", "$ppq.x", "$pq.x", "p+q.x", "a$p+q.x", "$p+qX"),
     # First match wins, durable or not.
     *("off:1", "off:", "other", "o", "of"),
-    *("t#@=,!~z", "t#@=,!~", "t#@=,!~zz", "t#@=,!!z"),
+    *("t#@=!~z", "t#@=!~", "t#@=!~zz", "t#@=!!z"),
     *("x.end", ".end", "end", "x.endx", "xXend"),
     "matches-nothing",
 ]
@@ -236,14 +236,14 @@ def test_the_tricky_patterns_are_valid_and_the_candidates_cover_both_answers() -
 
 
 async def test_compiled_lua_patterns_make_durable_exactly_the_channels_fnmatchcase_matches(
-    start_engine: StartEngine,
+    start_engine: StartEngine, redis_server: RedisServer
 ) -> None:
-    node = await start_engine(TRICKY_RULES)  # loads function_library(..., TRICKY_RULES, ...)
+    await start_engine(TRICKY_RULES)  # loads function_library(..., TRICKY_RULES, ...)
     expected = ChannelRules(TRICKY_RULES)
 
     durable_in_redis = {}
     for channel in CANDIDATES:
-        position = await node.engine.publish_durable(channel, b"probe")
-        durable_in_redis[channel] = position.offset > 0
+        out = redis_server.cli("FCALL", "pushhub_publish", "1", channel, "probe")
+        durable_in_redis[channel] = int(out.split()[0]) > 0
 
     assert durable_in_redis == {c: expected.options(c).durable for c in CANDIDATES}

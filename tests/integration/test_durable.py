@@ -374,3 +374,31 @@ async def test_history_lost_with_redis_gets_a_new_epoch(
     assert again["results"][0]["offset"] == 1
     assert replayed == []
     assert reply["recovered"] is False
+
+
+async def test_nodes_with_different_rules_keep_their_own_publishes_durable_and_warn(
+    redis_server: RedisServer,
+    redis_url: str,
+    node_factory: Callable[..., PushhubNode],
+    config: Path,
+) -> None:
+    configured = node_factory(redis_url, env=_env(config))
+    bare = node_factory(redis_url)  # no [[channels]]: its library makes nothing durable
+
+    resp = await publish_http(configured, {"channel": "user:mixed", "data": 1})
+    fcall = redis_server.cli("FCALL", "pushhub_publish", "1", "user:mixed", "2")
+
+    assert resp.json()["results"][0]["offset"] == 1
+    assert fcall.split()[0] == "0"  # redis-cli follows the library loaded last
+    assert "different channel rules or key prefix" in bare.log()
+
+
+async def test_idempotency_key_on_a_channel_that_is_not_durable_is_refused(
+    redis_url: str, node_factory: Callable[..., PushhubNode], config: Path
+) -> None:
+    node = node_factory(redis_url, env=_env(config))
+    resp = await publish_http(
+        node, {"channels": ["user:1", "room:1"], "data": 1, "idempotency_key": "k1"}
+    )
+    assert (resp.status_code, resp.json()["error"]["code"]) == (400, "bad_request")
+    assert "room:1" in resp.json()["error"]["message"]

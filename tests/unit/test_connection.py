@@ -168,12 +168,26 @@ async def test_queue_over_its_byte_limit_closes_the_connection_as_slow(connect: 
     assert sender.sent == []
 
 
-async def test_single_frame_larger_than_the_limit_closes_the_connection_as_slow(
+async def test_single_frame_larger_than_the_limit_goes_to_a_client_that_is_keeping_up(
     connect: Make,
 ) -> None:
     conn, sender = connect(max_queue_bytes=10)
 
-    assert conn.send("x" * 11) is False
+    assert conn.send("x" * 11) is True
+
+    assert conn.close_code is None
+    async with asyncio.timeout(2):
+        while sender.attempted != ["x" * 11]:
+            await asyncio.sleep(0)
+
+
+async def test_frame_over_the_limit_behind_a_queued_one_closes_the_connection_as_slow(
+    connect: Make,
+) -> None:
+    conn, sender = connect(max_queue_bytes=10)
+
+    assert conn.send("x" * 5) is True  # queued: the writer has not run yet
+    assert conn.send("y" * 6) is False
 
     assert conn.close_code == CloseCode.SLOW
     async with asyncio.timeout(2):

@@ -49,7 +49,7 @@ def test_frame_given_as_bytes_parses_like_text() -> None:
 
 @pytest.mark.parametrize(
     "channel",
-    ["a", "order:updates", "user:42", "a-b_c.d@e=f+g,h#i$j!k~l", "Z9", "x" * 255, "_single"],
+    ["a", "order:updates", "user:42", "a-b_c.d@e=f+g#i$j!k~l", "Z9", "x" * 255, "_single"],
 )
 def test_channel_of_allowed_characters_up_to_255_long_is_accepted(channel: str) -> None:
     assert protocol.parse(frame(type="subscribe", channel=channel)) == Subscribe(channel)

@@ -42,17 +42,7 @@ local function ensure_meta(stream, meta, ttl)
   return epoch
 end
 
-local function publish(keys, args)
-  local channel, data, idem = keys[1], args[1], args[2]
-  if channel == nil or data == nil then
-    return redis.error_reply('usage: FCALL pushhub_publish 1 <channel> <data> [idempotency key]')
-  end
-  local r = rule_for(channel)
-  if r == nil or r[2] == 0 then
-    -- Not durable: exactly a PUBLISH, no offset.
-    redis.call('PUBLISH', channel, data)
-    return {0, ''}
-  end
+local function durable_publish(channel, data, idem, size, ttl)
   local idem_key = nil
   if idem ~= nil and idem ~= '' then
     idem_key = PREFIX .. 'idem:{' .. channel .. '}:' .. idem
@@ -63,10 +53,9 @@ local function publish(keys, args)
     end
   end
   local stream, meta = keys_for(channel)
-  local ttl = r[4]
   local epoch = ensure_meta(stream, meta, ttl)
   local offset = redis.call('HINCRBY', meta, 'offset', 1)
-  redis.call('XADD', stream, 'MAXLEN', r[3], offset .. '-0', 'd', data)
+  redis.call('XADD', stream, 'MAXLEN', size, offset .. '-0', 'd', data)
   redis.call('PEXPIRE', stream, ttl)
   redis.call('PEXPIRE', meta, ttl)
   -- The envelope: 0x1E, a JSON header, a newline, then the payload exactly as given.
@@ -78,12 +67,38 @@ local function publish(keys, args)
   return {offset, epoch}
 end
 
-local function history(keys, args)
-  -- args: after ('' for the start), limit, reverse ('1' for newest first)
-  local channel, after, limit, reverse = keys[1], args[1], tonumber(args[2]), args[3] == '1'
+-- For people and scripts: the channel rules compiled in above decide durability.
+local function publish(keys, args)
+  local channel, data, idem = keys[1], args[1], args[2]
+  if channel == nil or data == nil then
+    return redis.error_reply('usage: FCALL pushhub_publish 1 <channel> <data> [idempotency key]')
+  end
   local r = rule_for(channel)
-  local ttl = DEFAULT_TTL_MS
-  if r ~= nil then ttl = r[4] end
+  if r == nil or r[2] == 0 then
+    -- Not durable: exactly a PUBLISH, no offset.
+    redis.call('PUBLISH', channel, data)
+    return {0, ''}
+  end
+  return durable_publish(channel, data, idem, r[3], r[4])
+end
+
+-- For nodes: they pass the channel's options themselves, so their publishes stay right
+-- even while another node's library (another configuration) is the one loaded.
+local function publish_with(keys, args)
+  return durable_publish(keys[1], args[1], args[2], tonumber(args[3]), tonumber(args[4]))
+end
+
+local function ttl_for(channel, given)
+  if given ~= nil and given ~= '' then return tonumber(given) end
+  local r = rule_for(channel)
+  if r ~= nil then return r[4] end
+  return DEFAULT_TTL_MS
+end
+
+local function history(keys, args)
+  -- args: after ('' for the start), limit, reverse ('1' for newest first), [ttl ms]
+  local channel, after, limit, reverse = keys[1], args[1], tonumber(args[2]), args[3] == '1'
+  local ttl = ttl_for(channel, args[4])
   local stream, meta = keys_for(channel)
   local epoch = ensure_meta(stream, meta, ttl)
   local top = tonumber(redis.call('HGET', meta, 'offset'))
@@ -109,15 +124,15 @@ local function history(keys, args)
 end
 
 local function clear(keys, args)
+  -- args: [ttl ms]
   local channel = keys[1]
-  local r = rule_for(channel)
-  local ttl = DEFAULT_TTL_MS
-  if r ~= nil then ttl = r[4] end
+  local ttl = ttl_for(channel, args[1])
   local stream, meta = keys_for(channel)
   redis.call('DEL', stream, meta)
   return {0, ensure_meta(stream, meta, ttl)}
 end
 
 redis.register_function('pushhub_publish', publish)
+redis.register_function('pushhub_publish_with', publish_with)
 redis.register_function('pushhub_history', history)
 redis.register_function('pushhub_clear', clear)
