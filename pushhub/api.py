@@ -9,11 +9,12 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+from pathlib import Path
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from pushhub import __version__, protocol
@@ -262,6 +263,10 @@ async def readyz(request: Request) -> Response:
 
 
 async def index(request: Request) -> Response:
+    """The dashboard when the static files are there, else a pointer to the API."""
+    page = Path(request.app.state.static_dir) / "index.html"
+    if page.is_file():
+        return FileResponse(page, media_type="text/html")
     return json_response({"name": "pushhub", "version": __version__, "websocket": "/ws"})
 
 

@@ -6,9 +6,11 @@ import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
+from starlette.routing import Mount, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 
 from pushhub import api
 from pushhub.config import Settings
@@ -44,5 +46,16 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
         finally:
             await node.close()
 
-    routes = [*api.routes, WebSocketRoute("/ws", websocket_endpoint)]
-    return Starlette(routes=routes, lifespan=lifespan)
+    static = Path(settings.static_dir) if settings.static_dir else STATIC_DIR
+    routes = [
+        *api.routes,
+        WebSocketRoute("/ws", websocket_endpoint),
+        Mount("/static", StaticFiles(directory=static, check_dir=False), name="static"),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.static_dir = static
+    return app
+
+
+#: The browser client and dashboard, beside the package in a source checkout.
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"

@@ -71,6 +71,9 @@ class Settings:
     recovery_max: int = 300
     #: Seconds an idempotency key remembers its publish.
     idempotency_ttl: float = 300.0
+    #: Where the dashboard and browser client are served from; empty: ``static/`` of
+    #: the source checkout.
+    static_dir: str = ""
     #: Per-pattern channel options, from ``[[channels]]`` in the configuration file.
     channels: tuple[ChannelRule, ...] = ()
     config_file: str | None = field(default=None, repr=False)
@@ -204,6 +207,7 @@ PARSERS: dict[str, Parser] = {
     "node_lease_ttl": _float(0.2, 600),
     "max_presence_info": _int(0, 64 * 1024),
     "recovery_max": _int(1, 10_000),
+    "static_dir": _str,
     "idempotency_ttl": _float(1, 7 * 86400),
 }
 

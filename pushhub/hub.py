@@ -82,6 +82,9 @@ class Hub:
                 delivered += 1
         return delivered
 
+    def connections(self) -> tuple[Connection, ...]:
+        return tuple(self._connections)
+
     def channels(self) -> Iterator[str]:
         return iter(self._channels)
 

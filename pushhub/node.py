@@ -102,6 +102,7 @@ class Node:
     async def start(self) -> None:
         await self.engine.start(self._on_payload, self._on_resubscribe)
         await self.presence.start()
+        self._spawn(self._heartbeat())
         logger.info("node %s started with the %s engine", self.id, self.engine.name)
 
     async def close(self) -> None:
@@ -172,6 +173,15 @@ class Node:
         async with self._channel_lock(channel):
             if not self.hub.has_subscribers(channel):
                 await self.engine.unsubscribe(channel)
+
+    async def _heartbeat(self) -> None:
+        """Send every client a ``ping`` event each ``ping_interval``: browsers cannot see
+        WebSocket pings, and this is how a page notices a connection that went dead."""
+        frame = protocol.server_ping()
+        while True:
+            await asyncio.sleep(self.settings.ping_interval)
+            for conn in self.hub.connections():
+                conn.send(frame)
 
     def _on_resubscribe(self) -> None:
         self._spawn(self._check_positions())
@@ -386,7 +396,7 @@ class Node:
                     command.id,
                 )
         conn.user, conn.info, conn.identified = command.user, info, True
-        conn.send(protocol.connected(conn.id, conn.user, command.id))
+        conn.send(protocol.connected(conn.id, conn.user, command.id, self.settings.ping_interval))
 
     def require_presence(self, channel: str, request_id: int | None = None) -> None:
         if not self.rules.options(channel).presence:

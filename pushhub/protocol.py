@@ -335,8 +335,25 @@ def presence_reply(
     )
 
 
-def connected(conn_id: str, user: str | None, request_id: int | None) -> str:
-    return _with_id({"type": "connected", "client": conn_id, "user": user}, request_id)
+def connected(
+    conn_id: str,
+    user: str | None,
+    request_id: int | None,
+    ping_interval: float,
+    expires_at: int | None = None,
+) -> str:
+    obj = {
+        "type": "connected",
+        "client": conn_id,
+        "user": user,
+        "ping_interval": ping_interval,
+        "expires_at": expires_at,
+    }
+    return _with_id(obj, request_id)
+
+
+def server_ping() -> str:
+    return _frame({"type": "ping"})
 
 
 def decode_payload(raw: bytes) -> Any:
