@@ -6,6 +6,7 @@ keys are configured, and only from loopback addresses while none are.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import logging
@@ -34,6 +35,7 @@ _STATUS = {
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.TOO_LARGE: 413,
+    ErrorCode.RATE_LIMITED: 429,
     ErrorCode.UNAVAILABLE: 503,
 }
 
@@ -43,7 +45,8 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def error_response(code: ErrorCode, message: str) -> Response:
-    headers = {"Retry-After": "1"} if code is ErrorCode.UNAVAILABLE else None
+    retry = code in (ErrorCode.UNAVAILABLE, ErrorCode.RATE_LIMITED)
+    headers = {"Retry-After": "1"} if retry else None
     if code is ErrorCode.UNAUTHORIZED:
         headers = {"WWW-Authenticate": "Bearer"}
     body = {"error": {"code": code, "message": message}}
@@ -131,10 +134,38 @@ def parse_publish(body: Any) -> tuple[list[str], Any, str | None]:
     return channels, body["data"], key
 
 
+def _limiter_key(request: Request) -> str:
+    """Whose publish budget a request spends: its API key's (hashed, never stored
+    whole), or its client address's when no keys are configured."""
+    given = request.headers.get("authorization", "").partition(" ")[2]
+    if given and _node(request).settings.api_keys:
+        return "key:" + hashlib.sha256(given.strip().encode()).hexdigest()[:24]
+    return "ip:" + (request.client.host if request.client else "unknown")
+
+
+async def _check_rate(request: Request) -> None:
+    node = _node(request)
+    settings = node.settings
+    try:
+        allowed = await node.engine.rate_limit(
+            _limiter_key(request),
+            settings.publish_rate,
+            settings.publish_burst,
+            node.presence.now_ms(),
+        )
+    except EngineError:
+        return  # the publish itself will answer 503
+    if not allowed:
+        raise ProtocolError(
+            ErrorCode.RATE_LIMITED, f"over {settings.publish_rate:g} publishes a second"
+        )
+
+
 async def publish(request: Request) -> Response:
     node = _node(request)
     try:
         authorize(request)
+        await _check_rate(request)
         body = await read_json_body(request, node.settings.max_message_size)
         channels, data, key = parse_publish(body)
         positions = await node.publish(channels, data, key)

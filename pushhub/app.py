@@ -16,6 +16,7 @@ from pushhub import api
 from pushhub.config import Settings
 from pushhub.engine import create_engine
 from pushhub.engine.base import Engine
+from pushhub.limits import ConnectionGate, OriginPolicy
 from pushhub.node import Node, generate_node_id
 from pushhub.transport import websocket_endpoint
 
@@ -54,6 +55,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.static_dir = static
+    app.state.gate = ConnectionGate(settings)
+    app.state.origins = OriginPolicy(settings.allowed_origins, settings.allow_missing_origin)
     return app
 
 

@@ -30,8 +30,16 @@ class ChannelOptions:
     history_size: int = 300
     #: Seconds a durable channel's history lives after its last publish.
     history_ttl: int = 86400
-    #: Whether clients may publish to the channel over the socket.
+    #: Whether clients may publish to the channel over the socket (and, when tokens are
+    #: enforced, only those who may subscribe to it).
     client_publish: bool = False
+    #: Who may subscribe when tokens are enforced: "public" (anyone, anonymous too),
+    #: "authenticated" (any valid token) or "granted" (a token whose ``channels`` lists
+    #: a matching pattern, or a subscription token). Default deny.
+    subscribe: str = "granted"
+    #: Whether subscribers may read the channel's presence and history over the socket.
+    presence_read: bool = True
+    history_read: bool = True
 
 
 DEFAULT_OPTIONS = ChannelOptions()
@@ -43,9 +51,8 @@ class ChannelRule:
     options: ChannelOptions
 
 
-_OPTION_TYPES: dict[str, type] = {
-    f.name: bool if isinstance(f.default, bool) else int for f in fields(ChannelOptions)
-}
+_OPTION_TYPES: dict[str, type] = {f.name: type(f.default) for f in fields(ChannelOptions)}
+_CHOICES = {"subscribe": ("public", "authenticated", "granted")}
 _INT_BOUNDS = {"history_size": (1, 100_000), "history_ttl": (1, 365 * 86400)}
 
 #: A pattern: channel-name characters plus the wildcards ``*`` (any run) and ``?`` (one).
@@ -76,6 +83,8 @@ def parse_rules(raw: Any, where: str) -> tuple[ChannelRule, ...]:
                 raise ConfigError(f"{key}.{name}", value, f"a known channel option ({known})")
             if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
                 raise ConfigError(f"{key}.{name}", value, f"a {expected.__name__}")
+            if name in _CHOICES and value not in _CHOICES[name]:
+                raise ConfigError(f"{key}.{name}", value, "one of " + ", ".join(_CHOICES[name]))
             if name in _INT_BOUNDS and isinstance(value, int):
                 lo, hi = _INT_BOUNDS[name]
                 if not lo <= value <= hi:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import math
+import re
 import sys
+import time
 from collections.abc import Sequence
 
-from pushhub import __version__
+from pushhub import __version__, auth
 from pushhub.config import Settings, describe, load_settings
 from pushhub.errors import ConfigError
 
@@ -26,7 +29,37 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--redis-url", help="Redis URL; without one, the memory engine")
     serve.add_argument("--config", help="TOML configuration file")
     serve.add_argument("--log-level", help="critical, error, warning, info, debug or trace")
+    gen = sub.add_parser(
+        "gentoken", help="print a development token signed with the configured jwt_secret"
+    )
+    gen.add_argument("--user", required=True, help="the user id (the token's sub)")
+    gen.add_argument("--channels", default="", help="comma-separated channel patterns")
+    gen.add_argument("--channel", help="make a subscription token for this one channel")
+    gen.add_argument("--ttl", default="1h", help="lifetime: 90s, 30m, 1h, 7d (default 1h)")
+    gen.add_argument("--info", help="presence info, a JSON object")
+    gen.add_argument("--config", help="TOML configuration file")
     return parser
+
+
+class _RedactSecrets(logging.Filter):
+    """Tokens never reach a log: a handshake URL with ?token=, or anything shaped like a
+    JWT, is redacted in every record, whatever logger wrote it."""
+
+    _PATTERNS = (
+        re.compile(r"(token=)[^&\s\"']+"),
+        re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = message
+        for pattern in self._PATTERNS:
+            redacted = pattern.sub(
+                lambda m: (m.group(1) if m.groups() else "") + "[redacted]", redacted
+            )
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
 
 
 class _QuietWebSocketEvents(logging.Filter):
@@ -47,6 +80,8 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_RedactSecrets())
     if level not in ("debug", "trace"):
         logging.getLogger("uvicorn.error").addFilter(_QuietWebSocketEvents())
 
@@ -63,6 +98,17 @@ def serve(settings: Settings) -> int:
     logger.info("settings: %s", describe(settings))
     if settings.redis_url is None:
         logger.info("no Redis URL: running a single node on the in-process memory engine")
+    if auth.enforcing(settings):
+        logger.info(
+            "tokens are enforced (algorithms: %s)",
+            ", ".join(auth.TokenVerifier(settings).algorithms),
+        )
+    else:
+        logger.warning(
+            "DEVELOPMENT MODE: no JWT key configured (PUSHHUB_JWT_SECRET, jwt_public_key or "
+            "jwt_jwks_file), so connections are not authenticated: anyone may connect as "
+            "any user and subscribe to any channel. Never run this way in production."
+        )
     if not settings.api_keys:
         logger.warning(
             "no API keys configured (PUSHHUB_API_KEYS): the HTTP API answers loopback "
@@ -77,6 +123,8 @@ def serve(settings: Settings) -> int:
         ws_per_message_deflate=settings.websocket_compression,
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_timeout,
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
         lifespan="on",
         log_config=None,
         log_level=settings.log_level,
@@ -89,8 +137,45 @@ def serve(settings: Settings) -> int:
     return 0 if server.started else 1
 
 
+_TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_ttl(text: str) -> int:
+    match = re.fullmatch(r"([0-9]{1,7})([smhd]?)", text.strip())
+    if match is None:
+        raise ConfigError("--ttl", text, "a duration such as 90s, 30m, 1h or 7d")
+    return int(match.group(1)) * _TTL_UNITS[match.group(2) or "s"]
+
+
+def gentoken(args: argparse.Namespace) -> int:
+    import jwt
+
+    settings = load_settings({"config": args.config})
+    if not settings.jwt_secret:
+        raise ConfigError("jwt_secret", "", "a secret (PUSHHUB_JWT_SECRET) to sign with")
+    claims: dict[str, object] = {"sub": args.user, "exp": int(time.time()) + parse_ttl(args.ttl)}
+    if args.channel:
+        claims["channel"] = args.channel
+    channels = [c.strip() for c in args.channels.split(",") if c.strip()]
+    if channels:
+        claims["channels"] = channels
+    if args.info:
+        try:
+            claims["info"] = json.loads(args.info)
+        except json.JSONDecodeError as exc:
+            raise ConfigError("--info", args.info, f"a JSON object ({exc})") from None
+    print(jwt.encode(claims, settings.jwt_secret, algorithm="HS256"))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "gentoken":
+        try:
+            return gentoken(args)
+        except ConfigError as exc:
+            print(f"pushhub: configuration error: {exc}", file=sys.stderr)
+            return 2
     flags = {
         "host": args.host,
         "port": args.port,
@@ -100,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         settings = load_settings(flags)
+        if auth.enforcing(settings):
+            auth.TokenVerifier(settings)  # a bad key or algorithm stops start-up here
     except ConfigError as exc:
         print(f"pushhub: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ value raises ``ConfigError`` naming where it came from, so start-up stops with o
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -71,6 +72,39 @@ class Settings:
     recovery_max: int = 300
     #: Seconds an idempotency key remembers its publish.
     idempotency_ttl: float = 300.0
+    #: JWT verification. Any key turns enforcement on everywhere (docs/security.md).
+    jwt_secret: str = field(default="", repr=False)
+    jwt_public_key: str = ""  # path to a PEM file
+    jwt_jwks_file: str = ""  # path to a JWKS JSON file
+    #: Algorithms accepted; empty: HS256 with a secret, RS256 and ES256 with a key.
+    jwt_algorithms: tuple[str, ...] = ()
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+    #: Seconds of clock skew tolerated on exp and nbf.
+    jwt_leeway: float = 5.0
+    #: With enforcement on: whether a connect without a token is let in (it may then
+    #: use "public" channels only).
+    allow_anonymous: bool = False
+    #: Seconds a socket has to authenticate before it is closed (enforcement on).
+    auth_timeout: float = 10.0
+    #: Origins allowed to open a WebSocket: exact ("https://app.example.com") or
+    #: "https://*.example.com". Empty: any origin.
+    allowed_origins: tuple[str, ...] = ()
+    #: Whether a handshake without an Origin header (a non-browser client) is accepted.
+    allow_missing_origin: bool = True
+    #: Proxies whose X-Forwarded-For is believed (IPs or CIDRs). Empty: none.
+    trusted_proxies: tuple[str, ...] = ()
+    #: Inbound frames one connection may send: a steady rate and a burst.
+    max_frames_per_second: float = 50.0
+    frame_burst: int = 200
+    #: Open connections, and new connections per second, from one client IP (per node).
+    max_connections_per_ip: int = 1000
+    connections_per_second_per_ip: float = 100.0
+    #: Open connections of one user across all nodes (0: no limit).
+    max_connections_per_user: int = 100
+    #: HTTP publishes per second per API key (or per client when no keys), across nodes.
+    publish_rate: float = 1000.0
+    publish_burst: int = 2000
     #: Where the dashboard and browser client are served from; empty: ``static/`` of
     #: the source checkout.
     static_dir: str = ""
@@ -172,6 +206,45 @@ def _keys(key: str, raw: Any) -> tuple[str, ...]:
     return keys
 
 
+def _secret(key: str, raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise ConfigError(key, "<redacted>", "a string")
+    value = raw.strip()
+    if value and len(value) < 32:
+        raise ConfigError(key, "<redacted>", "a secret of at least 32 characters")
+    return value
+
+
+def _list(key: str, raw: Any) -> tuple[str, ...]:
+    items = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise ConfigError(key, raw, "a comma-separated list or an array of strings")
+    return tuple(i.strip() for i in items if i.strip())
+
+
+_ORIGIN_RE = re.compile(r"https?://(\*\.)?[A-Za-z0-9.-]+(:[0-9]{1,5})?")
+
+
+def _origins(key: str, raw: Any) -> tuple[str, ...]:
+    origins = _list(key, raw)
+    for origin in origins:
+        if not _ORIGIN_RE.fullmatch(origin):
+            raise ConfigError(
+                key, origin, "origins like https://app.example.com or https://*.example.com"
+            )
+    return tuple(o.lower() for o in origins)
+
+
+def _proxies(key: str, raw: Any) -> tuple[str, ...]:
+    proxies = _list(key, raw)
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(key, proxy, "IP addresses or CIDR networks") from None
+    return proxies
+
+
 def _log_level(key: str, raw: Any) -> str:
     value = _str(key, raw).strip().lower()
     if value not in LOG_LEVELS:
@@ -208,6 +281,25 @@ PARSERS: dict[str, Parser] = {
     "max_presence_info": _int(0, 64 * 1024),
     "recovery_max": _int(1, 10_000),
     "static_dir": _str,
+    "jwt_secret": _secret,
+    "jwt_public_key": _str,
+    "jwt_jwks_file": _str,
+    "jwt_algorithms": _list,
+    "jwt_audience": _str,
+    "jwt_issuer": _str,
+    "jwt_leeway": _float(0, 300),
+    "allow_anonymous": _bool,
+    "auth_timeout": _float(0.5, 300),
+    "allowed_origins": _origins,
+    "allow_missing_origin": _bool,
+    "trusted_proxies": _proxies,
+    "max_frames_per_second": _float(0.1, 100_000),
+    "frame_burst": _int(1, 1_000_000),
+    "max_connections_per_ip": _int(1, 10_000_000),
+    "connections_per_second_per_ip": _float(0.1, 1_000_000),
+    "max_connections_per_user": _int(0, 1_000_000),
+    "publish_rate": _float(0.1, 10_000_000),
+    "publish_burst": _int(1, 100_000_000),
     "idempotency_ttl": _float(1, 7 * 86400),
 }
 
@@ -283,6 +375,7 @@ def describe(settings: Settings) -> dict[str, Any]:
     """Settings as a dict safe to log: secrets redacted."""
     out = dataclasses.asdict(settings)
     out["api_keys"] = f"<{len(settings.api_keys)} configured>"
+    out["jwt_secret"] = "<set>" if settings.jwt_secret else ""
     out["channels"] = [
         {"pattern": r.pattern, **dataclasses.asdict(r.options)} for r in settings.channels
     ]

@@ -58,12 +58,16 @@ class Connection:
         "_writer",
         "channels",
         "close_code",
+        "expires_at",
+        "granted",
         "id",
         "identified",
         "info",
+        "ip",
         "max_queue_bytes",
         "pending",
         "state",
+        "timer",
         "user",
     )
 
@@ -78,6 +82,12 @@ class Connection:
         #: Presence info shown to other members, as compact JSON.
         self.info: bytes | None = None
         self.identified = False
+        #: Channel patterns the connection token grants, and when the token expires.
+        self.granted: tuple[str, ...] = ()
+        self.expires_at: int | None = None
+        #: The authentication deadline, then the token expiry, when tokens are enforced.
+        self.timer: asyncio.TimerHandle | None = None
+        self.ip: str | None = None
         #: Channels being recovered: frames that arrive meanwhile wait here, with their
         #: offsets, to be merged after the replay (see Node.subscribe).
         self.pending: dict[str, list[tuple[int | None, str]]] | None = None
@@ -157,6 +167,9 @@ class Connection:
 
     def closed(self) -> None:
         """Record that the socket is gone (the transport saw the disconnect)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.state is not ConnectionState.CLOSED:
             self._transition(ConnectionState.CLOSED)
         self._queue.clear()

@@ -49,6 +49,8 @@ class ErrorCode(StrEnum):
     NOT_SUBSCRIBED = "not_subscribed"
     UNAVAILABLE = "unavailable"
     UNAUTHORIZED = "unauthorized"
+    TOKEN_EXPIRED = "token_expired"  # noqa: S105 (an error code, not a secret)
+    RATE_LIMITED = "rate_limited"
     FORBIDDEN = "forbidden"
     TOO_LARGE = "too_large"
     NOT_FOUND = "not_found"
@@ -93,9 +95,14 @@ class CloseCode(IntEnum):
     # 4000-4499: reconnect with backoff.
     SERVER_ERROR = 4000
     SLOW = 4001
+    TOKEN_EXPIRED = 4002  # get a fresh token, then reconnect
+    AUTH_TIMEOUT = 4003  # no connect frame in time
+    TOO_MANY_CONNECTIONS = 4004  # this user holds the most connections allowed
+    RATE_LIMITED = 4005  # frames came in faster than allowed
 
     # 4500-4999: do not reconnect.
     PROTOCOL_VIOLATION = 4500
+    UNAUTHORIZED = 4501  # the token is invalid: reconnecting with it cannot succeed
 
     @property
     def reconnect(self) -> bool:

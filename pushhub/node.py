@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from pushhub import protocol
+from pushhub import auth, protocol
 from pushhub.channels import ChannelRules
 from pushhub.config import Settings
 from pushhub.connection import Connection, ConnectionState, Sender
@@ -33,7 +33,7 @@ from pushhub.engine.base import (
     PresenceMember,
     StreamPosition,
 )
-from pushhub.errors import EngineError, EngineUnavailable, ErrorCode, ProtocolError
+from pushhub.errors import CloseCode, EngineError, EngineUnavailable, ErrorCode, ProtocolError
 from pushhub.hub import Hub
 from pushhub.presence import PresenceManager
 
@@ -88,6 +88,9 @@ class Node:
         self.id = settings.node_id or generate_node_id()
         self.rules = ChannelRules(settings.channels)
         self.presence = PresenceManager(engine, settings, self.rules, self.id, clock)
+        self.enforcing = auth.enforcing(settings)
+        self.verifier = auth.TokenVerifier(settings) if self.enforcing else None
+        self._clock = clock
         self.started_at = time.time()
         self.messages_received = 0
         self.messages_delivered = 0
@@ -209,14 +212,35 @@ class Node:
 
     # -- connections ---------------------------------------------------------------------
 
-    def open(self, sender: Sender) -> Connection:
-        """A new connection for an accepted socket, its writer started."""
+    def open(self, sender: Sender, ip: str | None = None) -> Connection:
+        """A new connection for an accepted socket, its writer started. With tokens
+        enforced, it must authenticate within ``auth_timeout`` or be closed."""
         conn = Connection(
             f"{self.id}.{next(self._ids)}", sender, self.settings.outbound_queue_bytes
         )
+        conn.ip = ip
         self.hub.register(conn)
         conn.start()
+        if self.enforcing:
+            conn.timer = asyncio.get_running_loop().call_later(
+                self.settings.auth_timeout, self._auth_deadline, conn
+            )
         return conn
+
+    def _auth_deadline(self, conn: Connection) -> None:
+        if not conn.identified:
+            conn.close(CloseCode.AUTH_TIMEOUT, "no connect frame in time")
+
+    def _token_expired(self, conn: Connection) -> None:
+        conn.send(protocol.error(ProtocolError(ErrorCode.TOKEN_EXPIRED, "the token expired")))
+        conn.close(CloseCode.TOKEN_EXPIRED, "token expired")
+
+    def _arm_expiry(self, conn: Connection, expires_at: int) -> None:
+        if conn.timer is not None:
+            conn.timer.cancel()
+        delay = max(0.0, expires_at - self._clock())
+        conn.timer = asyncio.get_running_loop().call_later(delay, self._token_expired, conn)
+        conn.expires_at = expires_at
 
     async def disconnect(self, conn: Connection) -> None:
         """Release everything ``conn`` holds. Call once, when its socket is gone."""
@@ -224,26 +248,47 @@ class Node:
         self.hub.unregister(conn)
         for channel in tuple(conn.channels):
             await self._leave(conn, channel)
+        if self.enforcing and conn.user is not None:
+            with contextlib.suppress(EngineError):
+                await self.engine.release_user_connection(conn.user, conn.id)
+            self.presence.untrack_user(conn.user, conn.id)
         await conn.wait_closed()
 
     async def handle(self, conn: Connection, text: str) -> None:
         """Handle one client text frame. Errors are answered, never raised."""
         try:
             command = protocol.parse(text)
+            if self.enforcing and not conn.identified and not isinstance(command, protocol.Connect):
+                conn.send(
+                    protocol.error(
+                        ProtocolError(
+                            ErrorCode.UNAUTHORIZED, "send connect with a token first", command.id
+                        )
+                    )
+                )
+                conn.close(CloseCode.UNAUTHORIZED, "not authenticated")
+                return
             if isinstance(command, protocol.Subscribe):
-                await self.subscribe(conn, command.channel, command.id, command.since)
+                await self.subscribe(
+                    conn, command.channel, command.id, command.since, command.token
+                )
             elif isinstance(command, protocol.Unsubscribe):
                 await self.unsubscribe(conn, command.channel, command.id)
             elif isinstance(command, protocol.Ping):
                 conn.send(protocol.pong(command.id))
             elif isinstance(command, protocol.Connect):
-                self.identify(conn, command)
+                await self.identify(conn, command)
+            elif isinstance(command, protocol.Refresh):
+                self.refresh(conn, command)
             elif isinstance(command, protocol.Presence):
                 await self.presence_query(conn, command)
             elif isinstance(command, protocol.Publish):
                 await self.client_publish(conn, command)
             else:
                 await self.history_query(conn, command)
+        except auth.AuthError as exc:
+            conn.send(protocol.error(exc))
+            conn.close(exc.close_code, exc.message[:100])
         except ProtocolError as exc:
             conn.send(protocol.error(exc))
 
@@ -269,6 +314,7 @@ class Node:
         channel: str,
         request_id: int | None,
         since: protocol.Position | None = None,
+        token: str | None = None,
     ) -> None:
         if channel in conn.channels:
             raise ProtocolError(ErrorCode.ALREADY_SUBSCRIBED, "already subscribed", request_id)
@@ -278,6 +324,7 @@ class Node:
                 f"at most {self.settings.max_subscriptions} subscriptions per connection",
                 request_id,
             )
+        self.check_subscribe(conn, channel, token, request_id)
         async with self._channel_lock(channel):
             if not self.hub.has_subscribers(channel):
                 try:
@@ -380,23 +427,122 @@ class Node:
 
     # -- identity and presence -----------------------------------------------------------
 
-    def identify(self, conn: Connection, command: protocol.Connect) -> None:
-        """Development-mode identity from a ``connect`` frame (see docs/presence.md)."""
+    async def handle_query_token(self, conn: Connection, token: str) -> None:
+        """A ``?token=`` on the handshake: a connect the client need not send."""
+        await self.handle(conn, orjson.dumps({"type": "connect", "token": token}).decode())
+
+    async def identify(self, conn: Connection, command: protocol.Connect) -> None:
+        """Who the connection is: from its token when tokens are enforced, else what
+        the ``connect`` frame states (development mode, see docs/security.md)."""
         if conn.identified or conn.channels:
             raise ProtocolError(
                 ErrorCode.BAD_REQUEST, "connect must be the first frame, sent once", command.id
             )
-        info = None
-        if command.info is not None:
-            info = orjson.dumps(command.info)
-            if len(info) > self.settings.max_presence_info:
+        if self.verifier is None:
+            if command.token is not None:
                 raise ProtocolError(
                     ErrorCode.BAD_REQUEST,
-                    f"info is over {self.settings.max_presence_info} bytes of JSON",
+                    "this server has no JWT key configured, so it cannot verify tokens",
                     command.id,
                 )
-        conn.user, conn.info, conn.identified = command.user, info, True
-        conn.send(protocol.connected(conn.id, conn.user, command.id, self.settings.ping_interval))
+            conn.user, conn.info = command.user, self._info(command)
+        elif command.token is not None:
+            await self.authenticate(conn, command.token, command.id)
+        elif self.settings.allow_anonymous and command.user is None:
+            conn.user, conn.info = None, self._info(command)
+        else:
+            raise auth.AuthError("a token is required", CloseCode.UNAUTHORIZED, command.id)
+        conn.identified = True
+        conn.send(
+            protocol.connected(
+                conn.id, conn.user, command.id, self.settings.ping_interval, conn.expires_at
+            )
+        )
+
+    def _info(self, command: protocol.Connect) -> bytes | None:
+        if command.info is None:
+            return None
+        info = orjson.dumps(command.info)
+        if len(info) > self.settings.max_presence_info:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                f"info is over {self.settings.max_presence_info} bytes of JSON",
+                command.id,
+            )
+        return info
+
+    async def authenticate(self, conn: Connection, token: str, request_id: int | None) -> None:
+        """Verify a connection token and take the user's connection slot."""
+        assert self.verifier is not None
+        try:
+            identity = self.verifier.connection(token)
+        except auth.AuthError as exc:
+            raise auth.AuthError(exc.message, exc.close_code, request_id) from None
+        limit = self.settings.max_connections_per_user
+        try:
+            admitted = await self.engine.acquire_user_connection(
+                identity.user,
+                conn.id,
+                self.presence.now_ms(),
+                int(self.settings.presence_ttl * 1000),
+                limit,
+            )
+        except EngineError:
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE, "the engine is unavailable, retry later", request_id
+            ) from None
+        if not admitted:
+            raise auth.AuthError(
+                f"this user already holds {limit} connections",
+                CloseCode.TOO_MANY_CONNECTIONS,
+                request_id,
+            )
+        conn.user, conn.info, conn.granted = identity.user, identity.info, identity.channels
+        self.presence.track_user(identity.user, conn.id)
+        self._arm_expiry(conn, identity.expires_at)
+
+    def refresh(self, conn: Connection, command: protocol.Refresh) -> None:
+        if self.verifier is None:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST, "this server does not use tokens", command.id
+            )
+        try:
+            identity = self.verifier.connection(command.token)
+        except auth.AuthError as exc:
+            raise auth.AuthError(exc.message, exc.close_code, command.id) from None
+        if identity.user != conn.user:
+            raise auth.AuthError(
+                "the new token is for another user", CloseCode.UNAUTHORIZED, command.id
+            )
+        conn.granted = identity.channels
+        self._arm_expiry(conn, identity.expires_at)
+        conn.send(protocol.refreshed(identity.expires_at, command.id))
+
+    def may_subscribe(self, conn: Connection, channel: str, token_ok: bool = False) -> bool:
+        if not self.enforcing:
+            return True
+        options = self.rules.options(channel)
+        return auth.may_subscribe(conn.user, conn.granted, channel, options, token_ok)
+
+    def check_subscribe(
+        self, conn: Connection, channel: str, token: str | None, request_id: int | None
+    ) -> None:
+        token_ok = False
+        if token is not None:
+            if self.verifier is None:
+                raise ProtocolError(
+                    ErrorCode.BAD_REQUEST, "this server does not use tokens", request_id
+                )
+            try:
+                self.verifier.subscription(token, conn.user, channel)
+            except auth.AuthError as exc:
+                # A bad subscription token refuses this subscription, not the connection.
+                raise ProtocolError(ErrorCode.FORBIDDEN, exc.message, request_id) from None
+            token_ok = True
+        if not self.may_subscribe(conn, channel, token_ok):
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN, f"not allowed to subscribe to {channel!r}", request_id
+            )
 
     def require_presence(self, channel: str, request_id: int | None = None) -> None:
         if not self.rules.options(channel).presence:
@@ -422,6 +568,10 @@ class Node:
         if command.channel not in conn.channels:
             raise ProtocolError(
                 ErrorCode.NOT_SUBSCRIBED, "subscribe to a channel to see its presence", command.id
+            )
+        if not self.rules.options(command.channel).presence_read:
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN, "presence of this channel is not readable", command.id
             )
         members, next_cursor = await self.presence_page(
             command.channel, command.limit, command.cursor, command.id
@@ -459,7 +609,8 @@ class Node:
         return [positions.get(c) for c in channels]
 
     async def client_publish(self, conn: Connection, command: protocol.Publish) -> None:
-        if not self.rules.options(command.channel).client_publish:
+        options = self.rules.options(command.channel)
+        if not options.client_publish or not self.may_subscribe(conn, command.channel):
             raise ProtocolError(
                 ErrorCode.FORBIDDEN,
                 f"clients may not publish to {command.channel!r}",
@@ -507,6 +658,10 @@ class Node:
         if command.channel not in conn.channels:
             raise ProtocolError(
                 ErrorCode.NOT_SUBSCRIBED, "subscribe to a channel to read its history", command.id
+            )
+        if not self.rules.options(command.channel).history_read:
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN, "history of this channel is not readable", command.id
             )
         position, messages = await self.history(
             command.channel, command.since, command.limit, command.reverse, command.id

@@ -46,6 +46,7 @@ class PresenceManager:
         self._heartbeat = settings.presence_heartbeat
         self._lease_interval = settings.node_lease_ttl / 5
         self._local: dict[str, dict[str, PresenceEntry]] = {}
+        self._users: dict[str, set[str]] = {}  # user -> this node's connection ids
         self._added: set[str] = set()
         self._removed: set[str] = set()
         self._resend_channels = True
@@ -134,6 +135,17 @@ class PresenceManager:
             # The entry expires after presence_ttl, with its leave event.
             logger.warning("presence leave in %s failed: %s", channel, exc)
 
+    def track_user(self, user: str, conn_id: str) -> None:
+        """Keep a connection's per-user slot (see Node.authenticate) alive by heartbeat."""
+        self._users.setdefault(user, set()).add(conn_id)
+
+    def untrack_user(self, user: str, conn_id: str) -> None:
+        conns = self._users.get(user)
+        if conns is not None:
+            conns.discard(conn_id)
+            if not conns:
+                del self._users[user]
+
     def tracks(self, channel: str, conn_id: str) -> bool:
         return conn_id in self._local.get(channel, ())
 
@@ -141,9 +153,12 @@ class PresenceManager:
 
     async def refresh(self) -> None:
         """Extend this node's entries; join again any that the engine lost."""
+        now = self.now_ms()
+        if self._users:
+            items = [(user, list(conns)) for user, conns in self._users.items()]
+            await self._engine.refresh_user_connections(items, now, self._ttl_ms)
         if not self._local:
             return
-        now = self.now_ms()
         by_emit: dict[bool, list[tuple[str, list[str]]]] = {True: [], False: []}
         for channel, entries in self._local.items():
             by_emit[self._emit(channel)].append((channel, list(entries)))

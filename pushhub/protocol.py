@@ -45,6 +45,8 @@ class Subscribe:
     id: int | None = None
     #: The position to recover from, on a durable channel.
     since: Position | None = None
+    #: A subscription token (a backend's grant of this channel to this user).
+    token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,15 @@ class Connect:
 
     user: str | None = None
     info: dict[str, Any] | None = None
+    id: int | None = None
+    token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """A fresh connection token, before the current one expires."""
+
+    token: str
     id: int | None = None
 
 
@@ -98,7 +109,7 @@ class History:
     id: int | None = None
 
 
-Command = Subscribe | Unsubscribe | Ping | Connect | Presence | Publish | History
+Command = Subscribe | Unsubscribe | Ping | Connect | Presence | Publish | History | Refresh
 
 
 def validate_channel(name: object, request_id: int | None = None) -> str:
@@ -144,13 +155,18 @@ def parse(text: str | bytes) -> Command:
     if kind == "subscribe":
         channel = validate_channel(frame.get("channel"), rid)
         since = frame.get("since")
-        return Subscribe(channel, rid, None if since is None else parse_position(since, rid))
+        position = None if since is None else parse_position(since, rid)
+        return Subscribe(channel, rid, position, _token(frame, rid, required=False))
     if kind == "unsubscribe":
         return Unsubscribe(validate_channel(frame.get("channel"), rid), rid)
     if kind == "ping":
         return Ping(rid)
     if kind == "connect":
         return _connect(frame, rid)
+    if kind == "refresh":
+        token = _token(frame, rid, required=True)
+        assert token is not None
+        return Refresh(token, rid)
     if kind == "presence":
         channel = validate_channel(frame.get("channel"), rid)
         limit = parse_limit(frame.get("limit"), rid)
@@ -240,6 +256,17 @@ def validate_user(user: object, request_id: int | None = None) -> str:
     return user
 
 
+def _token(frame: dict[str, Any], rid: int | None, required: bool) -> str | None:
+    token = frame.get("token")
+    if token is None and not required:
+        return None
+    if not isinstance(token, str) or not 1 <= len(token) <= 8192:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, "token must be a string of 1-8192 characters", rid
+        )
+    return token
+
+
 def _connect(frame: dict[str, Any], rid: int | None) -> Connect:
     user = frame.get("user")
     if user is not None:
@@ -247,7 +274,7 @@ def _connect(frame: dict[str, Any], rid: int | None) -> Connect:
     info = frame.get("info")
     if info is not None and not isinstance(info, dict):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "info must be a JSON object", rid)
-    return Connect(user, info, rid)
+    return Connect(user, info, rid, _token(frame, rid, required=False))
 
 
 def parse_limit(raw: object, request_id: int | None = None) -> int:
@@ -350,6 +377,10 @@ def connected(
         "expires_at": expires_at,
     }
     return _with_id(obj, request_id)
+
+
+def refreshed(expires_at: int, request_id: int | None) -> str:
+    return _with_id({"type": "refreshed", "expires_at": expires_at}, request_id)
 
 
 def server_ping() -> str:

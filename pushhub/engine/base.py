@@ -196,3 +196,23 @@ class Engine(Protocol):
 
     async def stream_positions(self, channels: Sequence[str]) -> list[StreamPosition | None]:
         """Each channel's position, or None where the channel has no history now."""
+
+    # -- limits shared across nodes ------------------------------------------------------
+
+    async def acquire_user_connection(
+        self, user: str, conn_id: str, now_ms: int, ttl_ms: int, limit: int
+    ) -> bool:
+        """Count one connection of ``user``; False when the user already holds ``limit``
+        (0: no limit). Entries expire after ``ttl_ms`` unless refreshed."""
+
+    async def refresh_user_connections(
+        self, items: Sequence[tuple[str, Sequence[str]]], now_ms: int, ttl_ms: int
+    ) -> None:
+        """Extend the given (user, conn ids) entries to ``now + ttl``."""
+
+    async def release_user_connection(self, user: str, conn_id: str) -> None:
+        """Stop counting one connection of ``user``. Idempotent."""
+
+    async def rate_limit(self, key: str, rate: float, burst: int, now_ms: int) -> bool:
+        """One event against a limit of ``rate`` a second with ``burst``, shared by all
+        nodes; False when over the limit."""

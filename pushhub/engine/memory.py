@@ -57,6 +57,8 @@ class MemoryBroker:
         self.node_channels: dict[str, set[str]] = {}
         self.streams: dict[str, _Stream] = {}
         self.idempotency: dict[tuple[str, str], tuple[StreamPosition, float]] = {}
+        self.user_conns: dict[str, dict[str, int]] = {}  # user -> conn id -> expiry
+        self.limiters: dict[str, float] = {}  # key -> theoretical arrival time (ms)
 
     def flush(self) -> None:
         """Lose every piece of state, as FLUSHALL does to Redis (subscriptions survive)."""
@@ -65,6 +67,8 @@ class MemoryBroker:
         self.node_channels.clear()
         self.streams.clear()
         self.idempotency.clear()
+        self.user_conns.clear()
+        self.limiters.clear()
 
     # The stream operations mirror pushhub/engine/lua/durable.lua.
 
@@ -337,6 +341,47 @@ class MemoryEngine:
             else:
                 positions.append(None)
         return positions
+
+    # -- limits shared across nodes (mirrors pushhub/engine/lua/limits.lua) ------------
+
+    async def acquire_user_connection(
+        self, user: str, conn_id: str, now_ms: int, ttl_ms: int, limit: int
+    ) -> bool:
+        self._require_started()
+        conns = self._broker.user_conns.setdefault(user, {})
+        for stale in [c for c, exp in conns.items() if exp < now_ms]:
+            del conns[stale]
+        if conn_id not in conns and limit > 0 and len(conns) >= limit:
+            return False
+        conns[conn_id] = now_ms + ttl_ms
+        return True
+
+    async def refresh_user_connections(
+        self, items: Sequence[tuple[str, Sequence[str]]], now_ms: int, ttl_ms: int
+    ) -> None:
+        self._require_started()
+        for user, conn_ids in items:
+            conns = self._broker.user_conns.get(user, {})
+            for conn_id in conn_ids:
+                if conn_id in conns:
+                    conns[conn_id] = now_ms + ttl_ms
+
+    async def release_user_connection(self, user: str, conn_id: str) -> None:
+        conns = self._broker.user_conns.get(user)
+        if conns is not None:
+            conns.pop(conn_id, None)
+            if not conns:
+                del self._broker.user_conns[user]
+
+    async def rate_limit(self, key: str, rate: float, burst: int, now_ms: int) -> bool:
+        self._require_started()
+        interval = 1000.0 / rate
+        tat = max(self._broker.limiters.get(key, now_ms), now_ms)
+        new_tat = tat + interval
+        if new_tat - now_ms > interval * burst:
+            return False
+        self._broker.limiters[key] = new_tat
+        return True
 
 
 def from_url(

@@ -65,6 +65,7 @@ _Arg = bytes | str | int
 
 _PRESENCE_LUA = files("pushhub.engine").joinpath("lua/presence.lua").read_text()
 _DURABLE_LUA = files("pushhub.engine").joinpath("lua/durable.lua").read_text()
+_LIMITS_LUA = files("pushhub.engine").joinpath("lua/limits.lua").read_text()
 
 
 def _lua_string(text: str) -> str:
@@ -118,6 +119,7 @@ class RedisEngine:
         self._url = url
         self._prefix = key_prefix
         self._presence = self._client.register_script(_PRESENCE_LUA)
+        self._limits = self._client.register_script(_LIMITS_LUA)
         self._library = function_library(key_prefix, rules, int(idempotency_ttl * 1000))
         self._rules = ChannelRules(rules)
         self._functions_error: str | None = None
@@ -560,6 +562,36 @@ class RedisEngine:
             StreamPosition(int(offset), epoch.decode()) if epoch is not None else None
             for epoch, offset in rows
         ]
+
+    # -- limits shared across nodes ------------------------------------------------------
+
+    def _user_key(self, user: str) -> str:
+        return f"{self._prefix}userconns:{{{user}}}"
+
+    async def acquire_user_connection(
+        self, user: str, conn_id: str, now_ms: int, ttl_ms: int, limit: int
+    ) -> bool:
+        args: list[_Arg] = ["acquire", conn_id, now_ms, now_ms + ttl_ms, ttl_ms * 2, limit]
+        return bool(await self._call(self._limits(keys=[self._user_key(user)], args=args)))
+
+    async def refresh_user_connections(
+        self, items: Sequence[tuple[str, Sequence[str]]], now_ms: int, ttl_ms: int
+    ) -> None:
+        for start in range(0, len(items), REFRESH_BATCH):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for user, conn_ids in items[start : start + REFRESH_BATCH]:
+                    args: list[_Arg] = ["refresh", now_ms + ttl_ms, ttl_ms * 2, *conn_ids]
+                    await self._limits(keys=[self._user_key(user)], args=args, client=pipe)
+                await self._call(pipe.execute())
+
+    async def release_user_connection(self, user: str, conn_id: str) -> None:
+        args: list[_Arg] = ["release", conn_id]
+        await self._call(self._limits(keys=[self._user_key(user)], args=args))
+
+    async def rate_limit(self, key: str, rate: float, burst: int, now_ms: int) -> bool:
+        args: list[_Arg] = ["gcra", now_ms, f"{1000.0 / rate:.6f}", burst]
+        limiter = f"{self._prefix}rate:{{{key}}}"
+        return bool(await self._call(self._limits(keys=[limiter], args=args)))
 
 
 def from_url(url: str, *, node_id: str, **options: Any) -> RedisEngine:

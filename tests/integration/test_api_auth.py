@@ -49,13 +49,12 @@ async def test_with_api_keys_publish_requires_one_of_them(
 async def test_without_api_keys_only_loopback_clients_may_publish(
     redis_url: str, node_factory: Callable[..., PushhubNode]
 ) -> None:
-    node = node_factory(redis_url)
+    # 127.0.0.1 is a trusted proxy here, so X-Forwarded-For names the real client.
+    node = node_factory(redis_url, env={"PUSHHUB_TRUSTED_PROXIES": "127.0.0.1"})
     body = {"channel": "open", "data": 1}
 
     async with httpx.AsyncClient(base_url=node.http, timeout=10) as http:
         local = await http.post("/api/publish", json=body)
-        # A remote client seen through a proxy on this host (uvicorn believes
-        # X-Forwarded-For from 127.0.0.1): refused.
         remote = await http.post(
             "/api/publish", json=body, headers={"X-Forwarded-For": "203.0.113.7"}
         )
@@ -64,6 +63,20 @@ async def test_without_api_keys_only_loopback_clients_may_publish(
     assert remote.status_code == 403
     assert remote.json()["error"]["code"] == "forbidden"
     assert "no API keys configured" in node.log()
+
+
+async def test_x_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(
+    redis_url: str, node_factory: Callable[..., PushhubNode]
+) -> None:
+    node = node_factory(redis_url)  # no trusted proxies
+    async with httpx.AsyncClient(base_url=node.http, timeout=10) as http:
+        spoofed = await http.post(
+            "/api/publish",
+            json={"channel": "open", "data": 1},
+            headers={"X-Forwarded-For": "203.0.113.7"},
+        )
+    # The header is not believed: the request is what it is, a loopback one.
+    assert spoofed.status_code == 200
 
 
 async def test_health_endpoints_need_no_key(

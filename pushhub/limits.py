@@ -1,0 +1,108 @@
+"""In-process limits: frame rates per connection, connections per client IP, origins.
+
+These run on every frame or handshake, so they cost no Redis round trip. Limits shared
+across nodes (connections per user, publishes per API key) live in the engine.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pushhub.config import Settings
+
+
+class TokenBucket:
+    """``rate`` tokens a second, holding at most ``burst``; ``take`` spends one."""
+
+    __slots__ = ("_clock", "_last", "_tokens", "burst", "rate")
+
+    def __init__(
+        self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._last = clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+
+@dataclass(slots=True)
+class _IpState:
+    open: int
+    bucket: TokenBucket
+
+
+class ConnectionGate:
+    """Open connections and new connections per second, per client IP, on this node."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+        self._max_open = settings.max_connections_per_ip
+        self._rate = settings.connections_per_second_per_ip
+        self._clock = clock
+        self._ips: dict[str, _IpState] = {}
+
+    def admit(self, ip: str) -> str | None:
+        """Count a new connection from ``ip``; the reason it is refused, or None."""
+        state = self._ips.get(ip)
+        if state is None:
+            burst = max(1.0, self._rate)
+            state = self._ips[ip] = _IpState(0, TokenBucket(self._rate, burst, self._clock))
+        if state.open >= self._max_open:
+            return f"more than {self._max_open} open connections from this address"
+        if not state.bucket.take():
+            return f"more than {self._rate:g} new connections a second from this address"
+        state.open += 1
+        return None
+
+    def release(self, ip: str) -> None:
+        state = self._ips.get(ip)
+        if state is None:
+            return
+        state.open -= 1
+        # Forget idle addresses, so the table is bounded by the connections open now.
+        if state.open <= 0 and state.bucket.take():
+            del self._ips[ip]
+
+    def open_connections(self, ip: str) -> int:
+        state = self._ips.get(ip)
+        return state.open if state else 0
+
+
+class OriginPolicy:
+    """Which browser origins may open a WebSocket."""
+
+    def __init__(self, allowed: tuple[str, ...], allow_missing: bool) -> None:
+        self._any = not allowed
+        self._exact = {o for o in allowed if "://*." not in o}
+        # "https://*.example.com" -> ("https://", ".example.com", port suffix kept in host)
+        self._wildcards = [tuple(o.split("*", 1)) for o in allowed if "://*." in o]
+        self._allow_missing = allow_missing
+
+    def allows(self, origin: str | None) -> bool:
+        if origin is None:
+            return self._allow_missing
+        if self._any:
+            return True
+        origin = origin.lower()
+        if origin in self._exact:
+            return True
+        for scheme, suffix in self._wildcards:
+            if not origin.startswith(scheme) or not origin.endswith(suffix):
+                continue
+            label = origin[len(scheme) : len(origin) - len(suffix)]
+            # One or more DNS labels, nothing that could smuggle a port, path or user.
+            parts = label.split(".")
+            if all(part and all(c.isalnum() or c == "-" for c in part) for part in parts):
+                return True
+        return False
