@@ -10,6 +10,7 @@ so one slow reader never holds back the others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from enum import Enum
@@ -23,6 +24,9 @@ logger = logging.getLogger("pushhub.connection")
 #: (with "\n", see docs/protocol.md) saves a syscall and a frame header per message
 #: when a client falls behind a burst; the cap keeps single frames reasonable.
 COALESCE_BYTES = 64 * 1024
+
+#: Seconds a closing connection may take to send what was queued before the close.
+FLUSH_TIMEOUT = 2.0
 
 
 class Sender(Protocol):
@@ -51,6 +55,7 @@ class Connection:
 
     __slots__ = (
         "_close_task",
+        "_idle",
         "_queue",
         "_queued_bytes",
         "_sender",
@@ -95,6 +100,8 @@ class Connection:
         self._queue: deque[str] = deque()
         self._queued_bytes = 0
         self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()  # nothing queued, nothing in flight
+        self._idle.set()
         self._writer: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
 
@@ -140,26 +147,34 @@ class Connection:
             self.close(CloseCode.SLOW, "slow consumer")
             return False
         self._queue.append(frame)
+        self._idle.clear()
         self._wakeup.set()
         return True
 
-    def close(self, code: int, reason: str = "") -> None:
-        """Drop what is queued and close the socket with ``code``, without waiting."""
+    def close(self, code: int, reason: str = "", flush: bool = False) -> None:
+        """Close the socket with ``code`` without waiting. By default what is queued is
+        dropped; with ``flush`` it is sent first (an error frame explaining the close),
+        for at most ``FLUSH_TIMEOUT`` seconds."""
         if self.state is not ConnectionState.OPEN:
             return
         self._transition(ConnectionState.CLOSING)
         self.close_code = code
-        self._queue.clear()
-        self._queued_bytes = 0
-        # The writer may be blocked on a socket that is not draining; cancel it rather
-        # than wait for it, then send the close frame from a task of its own.
-        if self._writer is not None:
-            self._writer.cancel()
+        if not flush:
+            self._queue.clear()
+            self._queued_bytes = 0
+            # The writer may be blocked on a socket that is not draining; cancel it
+            # rather than wait for it, then send the close frame from a task of its own.
+            if self._writer is not None:
+                self._writer.cancel()
         self._close_task = asyncio.get_running_loop().create_task(
-            self._send_close(code, reason), name=f"pushhub-close-{self.id}"
+            self._send_close(code, reason, flush), name=f"pushhub-close-{self.id}"
         )
 
-    async def _send_close(self, code: int, reason: str) -> None:
+    async def _send_close(self, code: int, reason: str, flush: bool) -> None:
+        if flush and self._writer is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), FLUSH_TIMEOUT)
+            self._writer.cancel()
         try:
             await self._sender.close(code, reason)
         except Exception:  # the peer may be gone already; the close is best effort
@@ -211,5 +226,6 @@ class Connection:
                     logger.debug("send to %s failed", self.id, exc_info=True)
                     return
                 finally:
-                    if self.state is ConnectionState.OPEN:
-                        self._queued_bytes -= size
+                    # close() may have zeroed the count meanwhile.
+                    self._queued_bytes = max(0, self._queued_bytes - size)
+            self._idle.set()

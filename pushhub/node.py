@@ -233,7 +233,7 @@ class Node:
 
     def _token_expired(self, conn: Connection) -> None:
         conn.send(protocol.error(ProtocolError(ErrorCode.TOKEN_EXPIRED, "the token expired")))
-        conn.close(CloseCode.TOKEN_EXPIRED, "token expired")
+        conn.close(CloseCode.TOKEN_EXPIRED, "token expired", flush=True)
 
     def _arm_expiry(self, conn: Connection, expires_at: int) -> None:
         if conn.timer is not None:
@@ -288,7 +288,7 @@ class Node:
                 await self.history_query(conn, command)
         except auth.AuthError as exc:
             conn.send(protocol.error(exc))
-            conn.close(exc.close_code, exc.message[:100])
+            conn.close(exc.close_code, exc.message[:100], flush=True)
         except ProtocolError as exc:
             conn.send(protocol.error(exc))
 
