@@ -9,8 +9,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.routing import Mount, WebSocketRoute
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from pushhub import api
 from pushhub.config import Settings
@@ -23,7 +24,7 @@ from pushhub.transport import websocket_endpoint
 logger = logging.getLogger("pushhub.app")
 
 
-def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
+def create_app(settings: Settings, engine: Engine | None = None) -> PushhubApp:
     """The pushhub ASGI application. The engine is made from settings unless given."""
     if not settings.node_id:
         settings = dataclasses.replace(settings, node_id=generate_node_id())
@@ -50,14 +51,28 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
     static = Path(settings.static_dir) if settings.static_dir else STATIC_DIR
     routes = [
         *api.routes,
-        WebSocketRoute("/ws", websocket_endpoint),
         Mount("/static", StaticFiles(directory=static, check_dir=False), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.static_dir = static
-    app.state.gate = ConnectionGate(settings)
-    app.state.origins = OriginPolicy(settings.allowed_origins, settings.allow_missing_origin)
-    return app
+    http = Starlette(routes=routes, lifespan=lifespan)
+    http.state.static_dir = static
+    http.state.gate = ConnectionGate(settings)
+    http.state.origins = OriginPolicy(settings.allowed_origins, settings.allow_missing_origin)
+    return PushhubApp(http)
+
+
+class PushhubApp:
+    """The ASGI application: ``/ws`` straight to the transport, the rest to Starlette
+    (HTTP API, static files, lifespan)."""
+
+    def __init__(self, http: Starlette) -> None:
+        self.http = http
+        self.state = http.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/ws":
+            await websocket_endpoint(scope, receive, send, self.state)
+        else:
+            await self.http(scope, receive, send)
 
 
 #: The browser client and dashboard, beside the package in a source checkout.

@@ -98,8 +98,8 @@ class Settings:
     max_frames_per_second: float = 50.0
     frame_burst: int = 200
     #: Open connections, and new connections per second, from one client IP (per node).
-    max_connections_per_ip: int = 1000
-    connections_per_second_per_ip: float = 100.0
+    max_connections_per_ip: int = 5000
+    connections_per_second_per_ip: float = 500.0
     #: Open connections of one user across all nodes (0: no limit).
     max_connections_per_user: int = 100
     #: HTTP publishes per second per API key (or per client when no keys), across nodes.

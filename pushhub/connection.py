@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from enum import Enum
 from typing import Protocol
 
@@ -51,15 +50,19 @@ _TRANSITIONS = {
 
 
 class Connection:
-    """A client's outbound side and the channels it holds."""
+    """A client's outbound side and the channels it holds.
+
+    The writer task exists only while there is something to send: an idle connection
+    (the common case, thousands per node) costs no task, no coroutine frame and no
+    event, which is most of what makes it cheap.
+    """
 
     __slots__ = (
         "_close_task",
-        "_idle",
+        "_drained",
         "_queue",
         "_queued_bytes",
         "_sender",
-        "_wakeup",
         "_writer",
         "channels",
         "close_code",
@@ -93,16 +96,14 @@ class Connection:
         #: The authentication deadline, then the token expiry, when tokens are enforced.
         self.timer: asyncio.TimerHandle | None = None
         self.ip: str | None = None
-        #: Channels being recovered: frames that arrive meanwhile wait here, with their
+        #: Channels being set up: frames that arrive meanwhile wait here, with their
         #: offsets, to be merged after the replay (see Node.subscribe).
         self.pending: dict[str, list[tuple[int | None, str]]] | None = None
         self._sender = sender
-        self._queue: deque[str] = deque()
-        self._queued_bytes = 0
-        self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()  # nothing queued, nothing in flight
-        self._idle.set()
+        self._queue: list[str] = []
+        self._queued_bytes = 0  # queued plus in flight
         self._writer: asyncio.Task[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -120,24 +121,17 @@ class Connection:
     def queued_bytes(self) -> int:
         return self._queued_bytes
 
-    def start(self) -> None:
-        """Start the writer task. Call once, after the socket is accepted."""
-        if self._writer is not None:
-            raise RuntimeError(f"connection {self.id} writer already started")
-        self._writer = asyncio.get_running_loop().create_task(
-            self._write_loop(), name=f"pushhub-writer-{self.id}"
-        )
-
     def send(self, frame: str) -> bool:
         """Offer a frame without waiting. False if the connection is closing or overflowed."""
         if self.state is not ConnectionState.OPEN:
             return False
         # len(str) undercounts non-ASCII bytes by at most 4x; good enough for a guard rail
         # and far cheaper than encoding the frame once per subscriber.
+        before = self._queued_bytes
         self._queued_bytes += len(frame)
         # A frame bigger than the whole limit still goes to a client that is keeping
-        # up (nothing queued): the limit is there to catch clients falling behind.
-        if self._queued_bytes > self.max_queue_bytes and self._queue:
+        # up (nothing queued or in flight): the limit catches clients falling behind.
+        if self._queued_bytes > self.max_queue_bytes and before:
             logger.warning(
                 "closing slow connection %s: %d bytes queued (limit %d)",
                 self.id,
@@ -147,8 +141,8 @@ class Connection:
             self.close(CloseCode.SLOW, "slow consumer")
             return False
         self._queue.append(frame)
-        self._idle.clear()
-        self._wakeup.set()
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write())
         return True
 
     def close(self, code: int, reason: str = "", flush: bool = False) -> None:
@@ -160,21 +154,25 @@ class Connection:
         self._transition(ConnectionState.CLOSING)
         self.close_code = code
         if not flush:
-            self._queue.clear()
-            self._queued_bytes = 0
-            # The writer may be blocked on a socket that is not draining; cancel it
-            # rather than wait for it, then send the close frame from a task of its own.
-            if self._writer is not None:
-                self._writer.cancel()
+            self._drop_queue()
         self._close_task = asyncio.get_running_loop().create_task(
             self._send_close(code, reason, flush), name=f"pushhub-close-{self.id}"
         )
 
+    def _drop_queue(self) -> None:
+        self._queue = []
+        self._queued_bytes = 0
+        # The writer may be blocked on a socket that is not draining; cancel it rather
+        # than wait for it.
+        if self._writer is not None:
+            self._writer.cancel()
+
     async def _send_close(self, code: int, reason: str, flush: bool) -> None:
         if flush and self._writer is not None:
+            self._drained = asyncio.get_running_loop().create_future()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), FLUSH_TIMEOUT)
-            self._writer.cancel()
+                await asyncio.wait_for(self._drained, FLUSH_TIMEOUT)
+            self._drop_queue()
         try:
             await self._sender.close(code, reason)
         except Exception:  # the peer may be gone already; the close is best effort
@@ -187,10 +185,7 @@ class Connection:
             self.timer = None
         if self.state is not ConnectionState.CLOSED:
             self._transition(ConnectionState.CLOSED)
-        self._queue.clear()
-        self._queued_bytes = 0
-        if self._writer is not None:
-            self._writer.cancel()
+        self._drop_queue()
 
     async def wait_closed(self) -> None:
         """Wait for the writer and a pending close to finish (after ``closed``)."""
@@ -204,28 +199,37 @@ class Connection:
                 except Exception:
                     logger.debug("task of %s failed", self.id, exc_info=True)
 
-    async def _write_loop(self) -> None:
-        queue = self._queue
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while queue:
-                frame = queue.popleft()
-                size = len(frame)
-                if queue and size < COALESCE_BYTES:
-                    parts = [frame]
-                    while queue and size + len(queue[0]) < COALESCE_BYTES:
-                        nxt = queue.popleft()
-                        parts.append(nxt)
-                        size += len(nxt)
-                    frame = "\n".join(parts)
-                try:
-                    await self._sender.send_text(frame)
-                except Exception:
-                    # The transport reports the disconnect to the reader side, which cleans up.
-                    logger.debug("send to %s failed", self.id, exc_info=True)
-                    return
-                finally:
+    async def _write(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                for text, size in _coalesce(batch):
+                    await self._sender.send_text(text)
                     # close() may have zeroed the count meanwhile.
                     self._queued_bytes = max(0, self._queued_bytes - size)
-            self._idle.set()
+        except Exception:
+            # The transport reports the disconnect to the reader side, which cleans up.
+            logger.debug("send to %s failed", self.id, exc_info=True)
+            self._queue = []
+        finally:
+            self._writer = None
+            if self._drained is not None and not self._drained.done():
+                self._drained.set_result(None)
+
+
+def _coalesce(batch: list[str]) -> list[tuple[str, int]]:
+    """Join queued frames with "\n" into frames of about COALESCE_BYTES at most; each
+    with the queued size it accounts for."""
+    if len(batch) == 1:
+        return [(batch[0], len(batch[0]))]
+    out: list[tuple[str, int]] = []
+    parts: list[str] = []
+    size = 0
+    for frame in batch:
+        if parts and size + len(frame) >= COALESCE_BYTES:
+            out.append(("\n".join(parts), size))
+            parts, size = [], 0
+        parts.append(frame)
+        size += len(frame)
+    out.append(("\n".join(parts), size))
+    return out

@@ -220,7 +220,6 @@ class Node:
         )
         conn.ip = ip
         self.hub.register(conn)
-        conn.start()
         if self.enforcing:
             conn.timer = asyncio.get_running_loop().call_later(
                 self.settings.auth_timeout, self._auth_deadline, conn

@@ -80,8 +80,15 @@ def test_only_the_redis_engine_imports_redis() -> None:
     assert importers_of("redis") == {"pushhub.engine.redis"}
 
 
-def test_only_the_transport_imports_starlette_websockets() -> None:
-    assert importers_of("starlette.websockets") == {"pushhub.transport"}
+def test_only_the_transport_speaks_websocket_asgi() -> None:
+    # The transport talks raw ASGI (see its docstring); nothing wraps Starlette's WebSocket.
+    assert importers_of("starlette.websockets") == set()
+    speakers = {
+        module_name(path)
+        for path in PACKAGE.rglob("*.py")
+        if '"websocket.accept"' in path.read_text() or '"websocket.send"' in path.read_text()
+    }
+    assert speakers == {"pushhub.transport"}
 
 
 @pytest.mark.parametrize("module", ["pushhub.hub", "pushhub.connection"])

@@ -65,7 +65,6 @@ async def connect() -> AsyncIterator[Make]:
     ) -> tuple[Connection, GatedSender]:
         sender = GatedSender(open_gate=open_gate)
         conn = Connection(f"c{len(made)}", sender, max_queue_bytes)
-        conn.start()
         made.append(conn)
         return conn, sender
 
@@ -240,11 +239,18 @@ async def test_closed_connection_cannot_be_reopened(connect: Make) -> None:
     assert conn.state is ConnectionState.CLOSED
 
 
-async def test_starting_the_writer_twice_is_refused(connect: Make) -> None:
-    conn, _ = connect()
+async def test_an_idle_connection_holds_no_writer_task(connect: Make) -> None:
+    conn, sender = connect()
+    assert conn._writer is None
 
-    with pytest.raises(RuntimeError, match="already started"):
-        conn.start()
+    conn.send("one")
+    assert conn._writer is not None
+    await sender.wait_sent(1)
+    async with asyncio.timeout(2):
+        while conn._writer is not None:
+            await asyncio.sleep(0)
+
+    assert conn.queued_bytes == 0
 
 
 @pytest.mark.parametrize("gate", ["open", "stuck"])
@@ -283,7 +289,6 @@ async def test_failing_transport_stops_the_writer_without_raising() -> None:
 
     sender = BrokenSender()
     conn = Connection("broken", sender, max_queue_bytes=1024)
-    conn.start()
     conn.send("one")
     await sender.wait_sent(1)
 

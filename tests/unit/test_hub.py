@@ -41,7 +41,6 @@ async def connect() -> AsyncIterator[Callable[[], Pair]]:
     def make() -> Pair:
         sender = RecordingSender()
         conn = Connection(f"c{len(made)}", sender, max_queue_bytes=1024 * 1024)
-        conn.start()
         made.append(conn)
         return conn, sender
 
