@@ -72,6 +72,9 @@ class PresenceManager:
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._every(self._lease_interval, self.lease), name="presence-lease"),
+            # Reaping runs apart from renewing: a long reap (a dead node with thousands
+            # of channels) must never delay this node's own lease.
+            loop.create_task(self._every(self._lease_interval, self.reap), name="presence-reap"),
             loop.create_task(self._every(self._heartbeat, self.refresh), name="presence-refresh"),
         ]
 
@@ -175,7 +178,7 @@ class PresenceManager:
                     logger.info("restored %d presence entries in %s", len(restored), channel)
 
     async def lease(self) -> None:
-        """Renew this node's lease, record its channels, reap dead nodes."""
+        """Renew this node's lease and record its channels."""
         if self._resend_channels:
             added, removed = set(self._local), set()
         else:
@@ -199,6 +202,9 @@ class PresenceManager:
                 self._node_id, self.now_ms(), self._lease_ms, set(self._local), ()
             )
             await self.refresh()
+
+    async def reap(self) -> None:
+        """Remove the entries of nodes whose lease lapsed, with their leave events."""
         reaped = await self._engine.reap_dead_nodes(self._node_id, self.now_ms())
         for dead in reaped:
             logger.warning("node %s stopped renewing its lease; removed its presence", dead)

@@ -209,7 +209,6 @@ class MemoryEngine:
         self._require_started()
         missing: dict[str, list[str]] = {}
         for channel, conn_ids in items:
-            self._broker.expire(channel, now_ms, emit)
             state = self._broker.presence.get(channel)
             conns = state.conns if state is not None else {}
             lost = []
@@ -219,6 +218,7 @@ class MemoryEngine:
                     lost.append(conn_id)
                 else:
                     conns[conn_id] = (now_ms + ttl_ms, current[1])
+            self._broker.expire(channel, now_ms, emit)
             if lost:
                 missing[channel] = lost
         return missing
@@ -276,8 +276,9 @@ class MemoryEngine:
                 state = self._broker.presence.get(channel)
                 if state is None:
                     continue
+                emit = self._rules.options(channel).join_leave
                 for conn_id in [c for c in state.conns if c.startswith(prefix)]:
-                    self._broker.leave(channel, conn_id, True)
+                    self._broker.leave(channel, conn_id, emit)
             del self._broker.leases[dead_id]
         return dead
 

@@ -120,7 +120,8 @@ class RedisEngine:
         self._prefix = key_prefix
         self._presence = self._client.register_script(_PRESENCE_LUA)
         self._limits = self._client.register_script(_LIMITS_LUA)
-        self._library = function_library(key_prefix, rules, int(idempotency_ttl * 1000))
+        self._idempotency_ttl_ms = int(idempotency_ttl * 1000)
+        self._library = function_library(key_prefix, rules, self._idempotency_ttl_ms)
         self._rules = ChannelRules(rules)
         self._functions_error: str | None = None
         self._on_resubscribe: ResubscribeHandler | None = None
@@ -503,7 +504,8 @@ class RedisEngine:
             key = self._node_channels_key(dead_id)
             for channel in await self._call(self._client.smembers(key)):
                 name = channel.decode()
-                args: list[_Arg] = ["reap", name, dead_id + "."]
+                emit = int(self._rules.options(name).join_leave)
+                args: list[_Arg] = ["reap", name, dead_id + ".", emit]
                 await self._call(self._presence(keys=self._presence_keys(name), args=args))
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.delete(key)
@@ -521,7 +523,14 @@ class RedisEngine:
         if not options.durable:
             raise EngineError(f"{channel!r} is not a durable channel")
         self._require_functions()
-        args = [payload, idempotency_key or "", options.history_size, options.history_ttl * 1000]
+        args = [
+            payload,
+            idempotency_key or "",
+            options.history_size,
+            options.history_ttl * 1000,
+            self._prefix,
+            self._idempotency_ttl_ms,
+        ]
         offset, epoch = await self._call(
             self._client.fcall("pushhub_publish_with", 1, channel, *args)
         )
@@ -541,7 +550,7 @@ class RedisEngine:
     ) -> HistoryRead:
         self._require_functions()
         args = ["" if after is None else str(after), str(limit), "1" if reverse else "0"]
-        args.append(self._ttl_ms(channel))
+        args += [self._ttl_ms(channel), self._prefix]
         flat = await self._call(self._client.fcall("pushhub_history", 1, channel, *args))
         messages = [HistoryMessage(int(flat[i]), flat[i + 1]) for i in range(3, len(flat), 2)]
         return HistoryRead(StreamPosition(int(flat[1]), flat[0].decode()), int(flat[2]), messages)
@@ -549,7 +558,7 @@ class RedisEngine:
     async def clear_history(self, channel: str) -> StreamPosition:
         self._require_functions()
         offset, epoch = await self._call(
-            self._client.fcall("pushhub_clear", 1, channel, self._ttl_ms(channel))
+            self._client.fcall("pushhub_clear", 1, channel, self._ttl_ms(channel), self._prefix)
         )
         return StreamPosition(int(offset), epoch.decode())
 

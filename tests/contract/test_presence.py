@@ -364,6 +364,20 @@ async def test_an_entry_not_refreshed_is_removed_with_a_leave_by_a_refresh_from_
     assert sorted(events, key=repr) == sorted([left("alice"), anonymous_left], key=repr)
 
 
+async def test_a_late_refresh_keeps_the_refreshing_nodes_own_entries(
+    node: Engine, watcher: Watcher
+) -> None:
+    # A refresh delayed past the TTL (a Redis stall) must not expire the live entries it
+    # is refreshing: its own are extended before anything stale is removed.
+    await node.presence_join(CHANNEL, entry("n1.1", "alice"), T0, TTL, True)
+    await watcher.events()
+
+    assert await node.presence_refresh([(CHANNEL, ["n1.1"])], T0 + TTL + 5000, TTL, True) == {}
+
+    assert await count(node) == PresenceCount(users=1, connections=1)
+    assert await watcher.events() == []
+
+
 async def test_expiry_of_one_connection_emits_no_leave_while_the_user_has_another(
     node: Engine, other: Engine, watcher: Watcher
 ) -> None:
@@ -785,7 +799,8 @@ async def test_redis_leaves_no_presence_keys_after_every_member_left(
     await redis_node.presence_refresh([(CHANNEL, ["n1.1", "n1.2"])], T0 + 1000, TTL, True)
 
     await redis_node.presence_leave(CHANNEL, "n1.1", True)
-    await redis_node.presence_refresh([(CHANNEL, ["n1.2"])], T0 + TTL + 1001, TTL, True)
+    # A refresh that does not list n1.2 (its node is gone) lets it expire with the rest.
+    await redis_node.presence_refresh([(CHANNEL, [])], T0 + TTL + 1001, TTL, True)
 
     assert await count(redis_node) == PresenceCount(0, 0)
     assert [k for k in redis_keys(redis_server) if f"{{{CHANNEL}}}" in k] == []

@@ -247,3 +247,27 @@ async def test_compiled_lua_patterns_make_durable_exactly_the_channels_fnmatchca
         durable_in_redis[channel] = int(out.split()[0]) > 0
 
     assert durable_in_redis == {c: expected.options(c).durable for c in CANDIDATES}
+
+
+async def test_nodes_keep_their_own_key_prefix_whichever_library_was_loaded_last(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    rules = (ChannelRule("user:*", ChannelOptions(durable=True)),)
+    first = RedisEngine(redis_url, node_id="prefix-a", key_prefix="alpha:", rules=rules)
+    second = RedisEngine(redis_url, node_id="prefix-b", key_prefix="beta:", rules=rules)
+    try:
+        await first.start(lambda channel, payload: None)
+        await first.check()
+        await second.start(lambda channel, payload: None)  # loads its library last
+        await second.check()
+
+        position = await first.publish_durable("user:1", b"1")
+        read = await first.read_history("user:1", None, 10)
+
+        assert position.offset == 1
+        assert [m.data for m in read.messages] == [b"1"]
+        keys = redis_server.cli("KEYS", "*user:1*").split()
+        assert sorted(keys) == ["alpha:meta:{user:1}", "alpha:stream:{user:1}"]
+    finally:
+        await first.close()
+        await second.close()

@@ -252,6 +252,7 @@ async def test_lease_reaps_a_dead_node_once_its_lease_lapses(
 ) -> None:
     await manager.join(CHANNEL, entry("n1.1", "alice"))
     await manager.lease()
+    await manager.reap()
     # n2 (another process on the same store) records its lease and a member, then dies.
     await observer.node_heartbeat("n2", clock.ms, 5_000, [CHANNEL])
     await observer.presence_join(CHANNEL, entry("n2.1", "bob"), clock.ms, 15_000, True)
@@ -260,10 +261,12 @@ async def test_lease_reaps_a_dead_node_once_its_lease_lapses(
 
     clock.advance(SETTINGS.node_lease_ttl)  # n2's lease is just at its expiry: alive
     await manager.lease()
+    await manager.reap()
     assert await count(observer) == PresenceCount(users=2, connections=3)
 
     clock.advance(1.0)  # one lease tick later, n2 has lapsed; n1 renewed its own lease
     await manager.lease()
+    await manager.reap()
 
     assert await observer.presence_page(CHANNEL, None, 10) == [PresenceMember("u:alice", 1, None)]
     assert events.take() == [{"type": "leave", "channel": CHANNEL, "user": "bob"}]
@@ -280,7 +283,9 @@ async def test_a_node_that_keeps_its_lease_is_never_reaped_by_another(
     for tick in range(1, 31):  # 30 s of lease ticks on both nodes, a refresh every 5 s
         clock.advance(SETTINGS.node_lease_ttl / 5)
         await n1.lease()
+        await n1.reap()
         await n2.lease()
+        await n2.reap()
         if tick % 5 == 0:
             await n1.refresh()
             await n2.refresh()
@@ -299,17 +304,21 @@ async def test_lease_after_the_state_is_lost_restores_this_nodes_entries_and_rec
     await n1.join(CHANNEL, entry("n1.1", "alice"))
     await n1.join(QUIET, entry("n1.2"))
     await n1.lease()
+    await n1.reap()
     await n2.lease()
+    await n2.reap()
 
     broker.flush()
     clock.advance(1.0)
     await n1.lease()
+    await n1.reap()
 
     assert await observer.presence_counts([CHANNEL, QUIET]) == [PresenceCount(1, 1)] * 2
     # The lease and the channel record came back too: when n1 later dies, n2 reaps it.
     events.take()
     clock.advance(SETTINGS.node_lease_ttl + 1)
     await n2.lease()
+    await n2.reap()
     assert await observer.presence_counts([CHANNEL, QUIET]) == [PresenceCount(0, 0)] * 2
     assert events.take() == [{"type": "leave", "channel": CHANNEL, "user": "alice"}]
 
@@ -324,13 +333,16 @@ async def test_a_join_in_a_new_channel_after_the_state_is_lost_does_not_hide_the
     n1, n2 = await make_manager("n1"), await make_manager("n2")
     await n1.join(CHANNEL, entry("n1.1", "alice"))
     await n1.lease()
+    await n1.reap()
     await n2.lease()
+    await n2.reap()
 
     broker.flush()
     # Within the same lease tick, a connection of n1 enters a channel new to n1.
     await n1.join("room:2", entry("n1.2", "bob"))
     clock.advance(1.0)
     await n1.lease()
+    await n1.reap()
     await n1.refresh()
     assert await observer.presence_counts([CHANNEL, "room:2"]) == [PresenceCount(1, 1)] * 2
 
@@ -338,6 +350,7 @@ async def test_a_join_in_a_new_channel_after_the_state_is_lost_does_not_hide_the
     events.take()
     clock.advance(SETTINGS.node_lease_ttl + 1)
     await n2.lease()
+    await n2.reap()
     assert await observer.presence_counts([CHANNEL, "room:2"]) == [PresenceCount(0, 0)] * 2
     assert events.take() == [{"type": "leave", "channel": CHANNEL, "user": "alice"}]
 
@@ -347,6 +360,7 @@ async def test_close_drops_the_lease_so_the_node_is_never_reaped(
 ) -> None:
     await manager.join(CHANNEL, entry("n1.1", "alice"))
     await manager.lease()
+    await manager.reap()
 
     await manager.close()
 

@@ -22,9 +22,12 @@ local function rule_for(channel)
   return nil
 end
 
-local function keys_for(channel)
+-- Nodes pass their own prefix (and options), so that their calls stay right even while
+-- the library of a node with another configuration is the one loaded.
+local function keys_for(channel, prefix)
   local tag = '{' .. channel .. '}'
-  return PREFIX .. 'stream:' .. tag, PREFIX .. 'meta:' .. tag
+  prefix = prefix or PREFIX
+  return prefix .. 'stream:' .. tag, prefix .. 'meta:' .. tag
 end
 
 -- An epoch names one life of a stream. It is made from the server's clock, so a stream
@@ -42,17 +45,19 @@ local function ensure_meta(stream, meta, ttl)
   return epoch
 end
 
-local function durable_publish(channel, data, idem, size, ttl)
+local function durable_publish(channel, data, idem, size, ttl, prefix, idem_ttl)
+  prefix = prefix or PREFIX
+  idem_ttl = idem_ttl or IDEMPOTENCY_TTL_MS
   local idem_key = nil
   if idem ~= nil and idem ~= '' then
-    idem_key = PREFIX .. 'idem:{' .. channel .. '}:' .. idem
+    idem_key = prefix .. 'idem:{' .. channel .. '}:' .. idem
     local seen = redis.call('GET', idem_key)
     if seen then
       local sep = string.find(seen, ' ', 1, true)
       return {tonumber(string.sub(seen, 1, sep - 1)), string.sub(seen, sep + 1)}
     end
   end
-  local stream, meta = keys_for(channel)
+  local stream, meta = keys_for(channel, prefix)
   local epoch = ensure_meta(stream, meta, ttl)
   local offset = redis.call('HINCRBY', meta, 'offset', 1)
   redis.call('XADD', stream, 'MAXLEN', size, offset .. '-0', 'd', data)
@@ -62,7 +67,7 @@ local function durable_publish(channel, data, idem, size, ttl)
   redis.call('PUBLISH', channel,
     '\30{"t":"msg","o":' .. offset .. ',"e":"' .. epoch .. '"}\n' .. data)
   if idem_key then
-    redis.call('SET', idem_key, offset .. ' ' .. epoch, 'PX', IDEMPOTENCY_TTL_MS)
+    redis.call('SET', idem_key, offset .. ' ' .. epoch, 'PX', idem_ttl)
   end
   return {offset, epoch}
 end
@@ -85,7 +90,9 @@ end
 -- For nodes: they pass the channel's options themselves, so their publishes stay right
 -- even while another node's library (another configuration) is the one loaded.
 local function publish_with(keys, args)
-  return durable_publish(keys[1], args[1], args[2], tonumber(args[3]), tonumber(args[4]))
+  -- args: data, idempotency key, history size, history ttl ms, key prefix, idempotency ttl ms
+  return durable_publish(keys[1], args[1], args[2], tonumber(args[3]), tonumber(args[4]),
+    args[5], tonumber(args[6]))
 end
 
 local function ttl_for(channel, given)
@@ -96,10 +103,11 @@ local function ttl_for(channel, given)
 end
 
 local function history(keys, args)
-  -- args: after ('' for the start), limit, reverse ('1' for newest first), [ttl ms]
+  -- args: after ('' for the start), limit, reverse ('1' for newest first), [ttl ms, prefix]
   local channel, after, limit, reverse = keys[1], args[1], tonumber(args[2]), args[3] == '1'
   local ttl = ttl_for(channel, args[4])
-  local stream, meta = keys_for(channel)
+  local prefix = args[5]
+  local stream, meta = keys_for(channel, prefix)
   local epoch = ensure_meta(stream, meta, ttl)
   local top = tonumber(redis.call('HGET', meta, 'offset'))
   local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
@@ -124,10 +132,10 @@ local function history(keys, args)
 end
 
 local function clear(keys, args)
-  -- args: [ttl ms]
+  -- args: [ttl ms, prefix]
   local channel = keys[1]
   local ttl = ttl_for(channel, args[1])
-  local stream, meta = keys_for(channel)
+  local stream, meta = keys_for(channel, args[2])
   redis.call('DEL', stream, meta)
   return {0, ensure_meta(stream, meta, ttl)}
 end

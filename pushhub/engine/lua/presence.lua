@@ -61,16 +61,17 @@ elseif op == 'leave' then
 
 elseif op == 'refresh' then
   -- ARGV: op, channel, now, expiry, key ttl, emit, conn ids...
-  -- First expire what nobody refreshed, then extend ours; report ours that are gone.
+  -- First extend ours (a refresh that comes late must not expire this node's own live
+  -- entries), then expire what nobody refreshed; report ours that are gone.
   local now, expiry, ttl, emit = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-  local stale = redis.call('ZRANGEBYSCORE', conns, '-inf', '(' .. now, 'LIMIT', 0, 1000)
-  for _, id in ipairs(stale) do remove_conn(id, emit, channel) end
   local missing = {}
   for i = 7, #ARGV do
     if redis.call('ZADD', conns, 'XX', 'CH', expiry, ARGV[i]) == 0 then
       if not redis.call('ZSCORE', conns, ARGV[i]) then missing[#missing + 1] = ARGV[i] end
     end
   end
+  local stale = redis.call('ZRANGEBYSCORE', conns, '-inf', '(' .. now, 'LIMIT', 0, 1000)
+  for _, id in ipairs(stale) do remove_conn(id, emit, channel) end
   touch(ttl)
   return missing
 
@@ -88,12 +89,12 @@ elseif op == 'page' then
   return out
 
 elseif op == 'reap' then
-  -- ARGV: op, channel, conn id prefix of a dead node. O(connections in the channel).
-  local prefix = ARGV[3]
+  -- ARGV: op, channel, conn id prefix of a dead node, emit. O(connections in the channel).
+  local prefix, emit = ARGV[3], ARGV[4]
   local removed = 0
   for _, id in ipairs(redis.call('ZRANGE', conns, 0, -1)) do
     if string.sub(id, 1, #prefix) == prefix then
-      remove_conn(id, '1', channel)
+      remove_conn(id, emit, channel)
       removed = removed + 1
     end
   end
