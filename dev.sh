@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # pushhub's two commands, on a fresh Debian/Ubuntu machine with Python 3.11+:
 #   ./dev.sh serve   install what the server needs, start it on http://127.0.0.1:8000
-#   ./dev.sh test    install what the tests need (redis-server too), run the whole suite:
+#   ./dev.sh test    install what the tests need (redis-server, chromium), run the whole suite:
 #                    format check, lint, type check, tests
 # Extra arguments go to `pushhub serve` or to pytest.
 set -euo pipefail
@@ -62,6 +62,9 @@ ensure_venv() {  # $1: the pip extra to install ("" or "test")
 ensure_test_tools() {
     command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 ||
         apt_install redis-server redis-tools
+    # tests/browser drive Debian's Chromium through Playwright: the distribution's package,
+    # never a browser build downloaded by `playwright install`.
+    [ -x /usr/bin/chromium ] || apt_install chromium
 }
 
 cmd="${1:-}"
