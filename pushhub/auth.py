@@ -19,6 +19,9 @@ from typing import Any
 
 import jwt
 import orjson
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pushhub.channels import PATTERN_RE, ChannelOptions
 from pushhub.config import Settings
@@ -31,15 +34,17 @@ PUBLIC_KEY_ALGORITHMS = {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "
 MAX_TOKEN_CHANNELS = 64
 
 
+_CLOSE_TO_ERROR: dict[int, ErrorCode] = {
+    CloseCode.TOKEN_EXPIRED: ErrorCode.TOKEN_EXPIRED,
+    CloseCode.TOO_MANY_CONNECTIONS: ErrorCode.TOO_MANY_CONNECTIONS,
+}
+
+
 class AuthError(ProtocolError):
     """A token was refused. ``close_code`` is what a connection gets for it."""
 
     def __init__(self, message: str, close_code: int, request_id: int | None = None) -> None:
-        code = (
-            ErrorCode.TOKEN_EXPIRED
-            if close_code == CloseCode.TOKEN_EXPIRED
-            else (ErrorCode.UNAUTHORIZED)
-        )
+        code = _CLOSE_TO_ERROR.get(close_code, ErrorCode.UNAUTHORIZED)
         super().__init__(code, message, request_id)
         self.close_code = close_code
 
@@ -61,7 +66,7 @@ class TokenVerifier:
         self._public: Any = None
         self._jwks: jwt.PyJWKSet | None = None
         if settings.jwt_public_key:
-            self._public = _read(settings.jwt_public_key, "jwt_public_key")
+            self._public = _public_key(settings.jwt_public_key)
         if settings.jwt_jwks_file:
             try:
                 self._jwks = jwt.PyJWKSet.from_json(_read(settings.jwt_jwks_file, "jwt_jwks_file"))
@@ -122,19 +127,27 @@ class TokenVerifier:
             )
         except jwt.ExpiredSignatureError:
             raise AuthError("token has expired", CloseCode.TOKEN_EXPIRED) from None
-        except jwt.InvalidTokenError as exc:
+        except jwt.PyJWTError as exc:
+            # InvalidTokenError, and InvalidKeyError when the token's algorithm does not
+            # fit the configured key (an ES256 token against an RSA key).
             raise AuthError(f"invalid token: {exc}", CloseCode.UNAUTHORIZED) from None
         sub = claims.get("sub")
         if not isinstance(sub, str) or not 1 <= len(sub) <= 128:
             raise AuthError(
                 "token 'sub' must be a string of 1-128 characters", CloseCode.UNAUTHORIZED
             )
-        if type(claims.get("exp")) is not int:
-            raise AuthError("token 'exp' must be an integer", CloseCode.UNAUTHORIZED)
+        exp = claims.get("exp")
+        if type(exp) is not int or not 0 < exp < 2**53:
+            raise AuthError("token 'exp' must be an integer below 2^53", CloseCode.UNAUTHORIZED)
         return claims
 
     def connection(self, token: object) -> Identity:
         claims = self._decode(token, ["exp", "sub"])
+        if "channel" in claims:
+            # Subscription tokens grant one channel; they never stand for a connection.
+            raise AuthError(
+                "a subscription token cannot authenticate a connection", CloseCode.UNAUTHORIZED
+            )
         channels = claims.get("channels", [])
         if isinstance(channels, str):
             channels = [channels]
@@ -152,7 +165,12 @@ class TokenVerifier:
         if info is not None:
             if not isinstance(info, dict):
                 raise AuthError("token 'info' must be an object", CloseCode.UNAUTHORIZED)
-            encoded = orjson.dumps(info)
+            try:
+                encoded = orjson.dumps(info)
+            except (orjson.JSONEncodeError, TypeError):
+                raise AuthError(
+                    "token 'info' is not encodable JSON", CloseCode.UNAUTHORIZED
+                ) from None
             if len(encoded) > self._max_info:
                 raise AuthError(
                     f"token 'info' is over {self._max_info} bytes", CloseCode.UNAUTHORIZED
@@ -170,12 +188,29 @@ class TokenVerifier:
         return exp
 
 
+def _public_key(path: str) -> Any:
+    """The PEM public key at ``path``, loaded now so a bad file stops start-up."""
+    try:
+        key = serialization.load_pem_public_key(_read(path, "jwt_public_key").encode())
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise ConfigError("jwt_public_key", path, f"a PEM public key ({exc})") from None
+    return key
+
+
 def _default_algorithms(settings: Settings) -> list[str]:
     algorithms = []
     if settings.jwt_secret:
         algorithms.append("HS256")
-    if settings.jwt_public_key or settings.jwt_jwks_file:
-        algorithms += ["RS256", "ES256"]
+    if settings.jwt_public_key:
+        key = _public_key(settings.jwt_public_key)
+        if isinstance(key, rsa.RSAPublicKey):
+            algorithms.append("RS256")
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            algorithms.append("ES256")
+        else:
+            algorithms.append("EdDSA")
+    if settings.jwt_jwks_file:
+        algorithms += [a for a in ("RS256", "ES256") if a not in algorithms]
     return algorithms
 
 

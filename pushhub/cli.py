@@ -47,6 +47,8 @@ class _RedactSecrets(logging.Filter):
 
     _PATTERNS = (
         re.compile(r"(token=)[^&\s\"']+"),
+        re.compile(r"(\"token\"\s*:\s*\")[^\"]*"),
+        re.compile(r"(?i)(bearer\s+)[^\s'\",)]+"),
         re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),
     )
 
@@ -154,6 +156,10 @@ def gentoken(args: argparse.Namespace) -> int:
     if not settings.jwt_secret:
         raise ConfigError("jwt_secret", "", "a secret (PUSHHUB_JWT_SECRET) to sign with")
     claims: dict[str, object] = {"sub": args.user, "exp": int(time.time()) + parse_ttl(args.ttl)}
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
     if args.channel:
         claims["channel"] = args.channel
     channels = [c.strip() for c in args.channels.split(",") if c.strip()]
@@ -161,9 +167,12 @@ def gentoken(args: argparse.Namespace) -> int:
         claims["channels"] = channels
     if args.info:
         try:
-            claims["info"] = json.loads(args.info)
+            info = json.loads(args.info)
         except json.JSONDecodeError as exc:
             raise ConfigError("--info", args.info, f"a JSON object ({exc})") from None
+        if not isinstance(info, dict):
+            raise ConfigError("--info", args.info, "a JSON object")
+        claims["info"] = info
     print(jwt.encode(claims, settings.jwt_secret, algorithm="HS256"))
     return 0
 

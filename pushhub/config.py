@@ -236,13 +236,16 @@ def _origins(key: str, raw: Any) -> tuple[str, ...]:
 
 
 def _proxies(key: str, raw: Any) -> tuple[str, ...]:
-    proxies = _list(key, raw)
-    for proxy in proxies:
+    normalized = []
+    for proxy in _list(key, raw):
         try:
-            ipaddress.ip_network(proxy, strict=False)
+            network = ipaddress.ip_network(proxy, strict=False)
         except ValueError:
             raise ConfigError(key, proxy, "IP addresses or CIDR networks") from None
-    return proxies
+        # uvicorn parses strictly: hand it the network, not "127.0.0.5/8".
+        single = network.num_addresses == 1 and "/" not in proxy
+        normalized.append(str(network.network_address) if single else str(network))
+    return tuple(normalized)
 
 
 def _log_level(key: str, raw: Any) -> str:

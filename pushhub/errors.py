@@ -51,6 +51,7 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"
     TOKEN_EXPIRED = "token_expired"  # noqa: S105 (an error code, not a secret)
     RATE_LIMITED = "rate_limited"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
     FORBIDDEN = "forbidden"
     TOO_LARGE = "too_large"
     NOT_FOUND = "not_found"

@@ -27,6 +27,11 @@ class TokenBucket:
         self._tokens = float(burst)
         self._last = clock()
 
+    def full(self) -> bool:
+        """Whether the bucket has refilled to its burst (nothing to remember)."""
+        now = self._clock()
+        return self._tokens + (now - self._last) * self.rate >= self.burst
+
     def take(self) -> bool:
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
@@ -43,6 +48,10 @@ class _IpState:
     bucket: TokenBucket
 
 
+#: Releases between sweeps of idle addresses.
+SWEEP_EVERY = 1024
+
+
 class ConnectionGate:
     """Open connections and new connections per second, per client IP, on this node."""
 
@@ -51,6 +60,7 @@ class ConnectionGate:
         self._rate = settings.connections_per_second_per_ip
         self._clock = clock
         self._ips: dict[str, _IpState] = {}
+        self._admissions = 0
 
     def admit(self, ip: str) -> str | None:
         """Count a new connection from ``ip``; the reason it is refused, or None."""
@@ -67,11 +77,18 @@ class ConnectionGate:
 
     def release(self, ip: str) -> None:
         state = self._ips.get(ip)
-        if state is None:
-            return
-        state.open -= 1
-        # Forget idle addresses, so the table is bounded by the connections open now.
-        if state.open <= 0 and state.bucket.take():
+        if state is not None:
+            state.open -= 1
+        self._admissions += 1
+        if self._admissions >= SWEEP_EVERY:
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Forget addresses with nothing open and a full budget: the table stays bounded
+        by recent activity, and an address that opens and closes sockets one after
+        another still spends its per-second budget (it is remembered until refilled)."""
+        self._admissions = 0
+        for ip in [ip for ip, st in self._ips.items() if st.open <= 0 and st.bucket.full()]:
             del self._ips[ip]
 
     def open_connections(self, ip: str) -> int:

@@ -130,7 +130,8 @@ class Node:
             if header.get("t") == "msg" and body is not None:
                 self._on_durable(channel, header, body)
                 return
-            if not self.rules.options(channel).join_leave:
+            options = self.rules.options(channel)
+            if not options.join_leave or not options.presence_read:
                 return
             event = protocol.event_from_envelope(channel, payload)
             if event is not None:
@@ -237,7 +238,7 @@ class Node:
     def _arm_expiry(self, conn: Connection, expires_at: int) -> None:
         if conn.timer is not None:
             conn.timer.cancel()
-        delay = max(0.0, expires_at - self._clock())
+        delay = max(0.0, expires_at + self.settings.jwt_leeway - self._clock())
         conn.timer = asyncio.get_running_loop().call_later(delay, self._token_expired, conn)
         conn.expires_at = expires_at
 
@@ -265,7 +266,7 @@ class Node:
                         )
                     )
                 )
-                conn.close(CloseCode.UNAUTHORIZED, "not authenticated")
+                conn.close(CloseCode.UNAUTHORIZED, "not authenticated", flush=True)
                 return
             if isinstance(command, protocol.Subscribe):
                 await self.subscribe(
@@ -397,7 +398,10 @@ class Node:
                 ErrorCode.UNAVAILABLE, "the engine is unavailable, retry later", request_id
             ) from None
         position = read.position
-        recovered = None if since is None else can_recover(since, read, cap)
+        # Recovery is a read of the history: where that is not readable, a client could
+        # claim offset 0 and read it all, so it recovers nothing.
+        readable = self.rules.options(channel).history_read
+        recovered = None if since is None else readable and can_recover(since, read, cap)
         if recovered and since is not None:
             for m in read.messages[: position.offset - since.offset]:
                 data = protocol.decode_payload(m.data)

@@ -16,7 +16,7 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from pushhub import protocol
-from pushhub.connection import Connection
+from pushhub.connection import Connection, ConnectionState
 from pushhub.errors import CloseCode, ErrorCode, ProtocolError
 from pushhub.limits import ConnectionGate, OriginPolicy, TokenBucket
 from pushhub.node import Node
@@ -107,6 +107,8 @@ async def _read(receive: Receive, node: Node, conn: Connection) -> None:
         message = await receive()
         if message["type"] == "websocket.disconnect":
             return
+        if conn.state is not ConnectionState.OPEN:
+            continue  # closing: read until the disconnect, act on nothing
         if not bucket.take():
             # Per socket and in process: a flood costs no Redis round trip.
             conn.close(CloseCode.RATE_LIMITED, "too many frames")

@@ -427,7 +427,8 @@ export class Pushhub extends Emitter {
     // (4002 expired: fetch another; 4004 too many connections: back off; 4501: stop);
     // the connect timeout covers a close that never comes. While Redis is away, retry.
     // Anything else is a malformed connect frame that would be refused again.
-    if (err.code === "unauthorized" || err.code === "token_expired") return;
+    const closing = ["unauthorized", "token_expired", "too_many_connections", "rate_limited"];
+    if (closing.includes(err.code)) return;
     if (err.code === "unavailable") this.#drop("connect refused: unavailable");
     else this.#drop("connect refused: " + err.code, 4500);
   }
