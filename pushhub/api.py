@@ -19,7 +19,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from pushhub import __version__, protocol
-from pushhub.errors import EngineError, EngineUnavailable, ErrorCode, ProtocolError
+from pushhub.errors import EngineError, EngineUnavailable, ErrorCode, ProtocolError, unavailable
 from pushhub.node import Node
 
 logger = logging.getLogger("pushhub.api")
@@ -173,7 +173,8 @@ async def publish(request: Request) -> Response:
         return error_response(exc.code, exc.message)
     except EngineError as exc:
         logger.warning("HTTP publish failed: %s", exc)
-        return error_response(ErrorCode.UNAVAILABLE, "the engine is unavailable, retry later")
+        err = unavailable()
+        return error_response(err.code, err.message)
     results = [
         {"channel": c} if p is None else {"channel": c, "offset": p.offset, "epoch": p.epoch}
         for c, p in zip(channels, positions, strict=True)
@@ -231,9 +232,7 @@ async def _counts(node: Node, channels: list[str]) -> list[dict[str, int] | None
     try:
         counts = dict(zip(enabled, await node.engine.presence_counts(enabled), strict=True))
     except EngineUnavailable:
-        raise ProtocolError(
-            ErrorCode.UNAVAILABLE, "the engine is unavailable, retry later"
-        ) from None
+        raise unavailable() from None
     return [
         {"users": counts[c].users, "connections": counts[c].connections} if c in counts else None
         for c in channels

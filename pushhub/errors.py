@@ -68,6 +68,13 @@ class ProtocolError(PushhubError):
         super().__init__(f"{code}: {message}")
 
 
+def unavailable(request_id: int | None = None) -> ProtocolError:
+    """The answer to a client when the engine cannot serve it right now."""
+    return ProtocolError(
+        ErrorCode.UNAVAILABLE, "the engine is unavailable, retry later", request_id
+    )
+
+
 class EngineError(PushhubError):
     """An engine operation failed."""
 

@@ -33,7 +33,14 @@ from pushhub.engine.base import (
     PresenceMember,
     StreamPosition,
 )
-from pushhub.errors import CloseCode, EngineError, EngineUnavailable, ErrorCode, ProtocolError
+from pushhub.errors import (
+    CloseCode,
+    EngineError,
+    EngineUnavailable,
+    ErrorCode,
+    ProtocolError,
+    unavailable,
+)
 from pushhub.hub import Hub
 from pushhub.presence import PresenceManager
 
@@ -331,9 +338,7 @@ class Node:
                     await self.engine.subscribe(channel)
                 except EngineUnavailable as exc:
                     logger.warning("subscribe to %s failed: %s", channel, exc)
-                    raise ProtocolError(
-                        ErrorCode.UNAVAILABLE, "the engine is unavailable, retry later", request_id
-                    ) from None
+                    raise unavailable(request_id) from None
             if conn.state is not ConnectionState.OPEN:
                 # The client went away while the engine answered: undo, answer nobody.
                 if not self.hub.has_subscribers(channel):
@@ -394,9 +399,7 @@ class Node:
             if conn.pending is not None:
                 conn.pending.pop(channel, None)
             await self._leave(conn, channel)
-            raise ProtocolError(
-                ErrorCode.UNAVAILABLE, "the engine is unavailable, retry later", request_id
-            ) from None
+            raise unavailable(request_id) from None
         position = read.position
         # Recovery is a read of the history: where that is not readable, a client could
         # claim offset 0 and read it all, so it recovers nothing.
@@ -491,9 +494,7 @@ class Node:
                 limit,
             )
         except EngineError:
-            raise ProtocolError(
-                ErrorCode.UNAVAILABLE, "the engine is unavailable, retry later", request_id
-            ) from None
+            raise unavailable(request_id) from None
         if not admitted:
             raise auth.AuthError(
                 f"this user already holds {limit} connections",
@@ -561,9 +562,7 @@ class Node:
         try:
             page = await self.engine.presence_page(channel, cursor, limit)
         except EngineError:
-            raise ProtocolError(
-                ErrorCode.UNAVAILABLE, "the engine is unavailable, retry later", request_id
-            ) from None
+            raise unavailable(request_id) from None
         next_cursor = protocol.encode_cursor(page[-1].key) if len(page) == limit else None
         return [member_json(m) for m in page], next_cursor
 
@@ -626,9 +625,7 @@ class Node:
         except ProtocolError as exc:
             raise ProtocolError(exc.code, exc.message, command.id) from None
         except EngineError:
-            raise ProtocolError(
-                ErrorCode.UNAVAILABLE, "the engine is unavailable, retry later", command.id
-            ) from None
+            raise unavailable(command.id) from None
         wire = protocol.Position(position.offset, position.epoch) if position else None
         conn.send(protocol.published(command.channel, command.id, wire))
 
@@ -649,9 +646,7 @@ class Node:
         try:
             read = await self.engine.read_history(channel, since, limit, reverse)
         except EngineError:
-            raise ProtocolError(
-                ErrorCode.UNAVAILABLE, "the engine is unavailable, retry later", request_id
-            ) from None
+            raise unavailable(request_id) from None
         messages = [
             {"offset": m.offset, "data": protocol.decode_payload(m.data)} for m in read.messages
         ]
@@ -677,9 +672,7 @@ class Node:
         try:
             position = await self.engine.clear_history(channel)
         except EngineError:
-            raise ProtocolError(
-                ErrorCode.UNAVAILABLE, "the engine is unavailable, retry later"
-            ) from None
+            raise unavailable() from None
         return protocol.Position(position.offset, position.epoch)
 
     # -- introspection ---------------------------------------------------------------------
