@@ -1,0 +1,51 @@
+"""What a scenario is, and the pieces several scenarios share."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Protocol
+
+from load.harness import ConnectOutcome, Delivery, Harness, add_connect, add_delivery, judge
+from load.report import Result
+
+
+class Scenario(Protocol):
+    """A named load pattern. ``run`` emits every record through ``harness.emit`` and
+    returns the one that sums the run up (the one compared with the reference)."""
+
+    name: str
+    help: str
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def channels(self, clients: int, requested: int | None) -> int: ...
+
+    async def run(self, harness: Harness) -> Result: ...
+
+
+def spread(clients: int, channels: int) -> list[int]:
+    """Client i's channel: round robin, so channels differ by at most one subscriber."""
+    return [i % channels for i in range(clients)]
+
+
+def delivery_result(
+    harness: Harness,
+    channels: int,
+    conn: ConnectOutcome,
+    delivery: Delivery,
+    rate: float,
+    *,
+    kind: str = "run",
+    step: int | None = None,
+    max_p99_ms: float | None = None,
+) -> Result:
+    result = harness.result(channels, rate=rate, kind=kind, step=step)
+    add_connect(result, conn)
+    add_delivery(result, delivery)
+    judge(result, delivery.usage, delivery.outcome.max_lag_s, max_p99_ms)
+    return result
+
+
+async def verify_every_channel(harness: Harness, channels: int, rate: float) -> Delivery:
+    """One message to each channel: proves every subscription is live, and measures it."""
+    return await harness.publish(rate, lambda i: i % channels, total=channels)

@@ -1,0 +1,48 @@
+"""storm: N clients connecting and subscribing at once; the connect rate, connect
+latency and failures, then one message per channel to prove every subscription works."""
+
+from __future__ import annotations
+
+import argparse
+
+from load.harness import Harness, add_connect, add_delivery, add_usage, judge
+from load.report import Result
+from load.scenarios.base import spread, verify_every_channel
+
+
+class Storm:
+    name = "storm"
+    help = "N clients connecting and subscribing at once: connect rate and failures"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--channels", type=int, default=None, help="distinct channels (default: one per client)"
+        )
+        parser.add_argument(
+            "--rate",
+            type=float,
+            default=2000.0,
+            help="rate of the final one-message-per-channel check (default 2000)",
+        )
+
+    def channels(self, clients: int, requested: int | None) -> int:
+        return requested or clients
+
+    async def run(self, harness: Harness) -> Result:
+        opts = harness.opts
+        channels = self.channels(opts.clients, opts.channels)
+        # Every client at once: no concurrency bound.
+        conn = await harness.connect(spread(opts.clients, channels), channels, opts.clients)
+        check = await verify_every_channel(harness, channels, opts.rate)
+
+        result = harness.result(channels)
+        add_connect(result, conn)
+        add_delivery(result, check)
+        result.delivered_per_s = None  # the check's speed is not what this scenario measures
+        add_usage(result, conn.usage)  # CPU of the storm itself, memory right after it
+        result.duration_s = conn.seconds
+        result.rate = None  # the check's rate is not a measurement
+        result.notes.append(f"latency: one message per channel at {opts.rate:g}/s after the storm")
+        judge(result, conn.usage)
+        harness.emit(result)
+        return result
