@@ -88,9 +88,11 @@ def _close_clients() -> None:
     thread, where pytest-asyncio could not run one of its own."""
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium() -> Iterator[BrowserContext]:
-    """One headless Chromium for the session, on a fresh profile directory."""
+    """One headless Chromium for the browser tests, on a fresh profile directory. Package
+    scope: Playwright's sync API runs a loop in the main thread, which must be gone
+    before the asyncio tests of the other packages run."""
     if not CHROMIUM.is_file():
         pytest.fail(
             f"{CHROMIUM} is missing: the browser tests need Debian's chromium package. "
