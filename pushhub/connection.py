@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine, Generator
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol
 
 from pushhub.errors import CloseCode
 
@@ -140,9 +141,27 @@ class Connection:
             )
             self.close(CloseCode.SLOW, "slow consumer")
             return False
-        self._queue.append(frame)
-        if self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(self._write())
+        if self._writer is not None:
+            self._queue.append(frame)  # behind a send that is waiting on the socket
+            return True
+        # Nothing queued or in flight: send right now. The transport's send finishes
+        # without suspending whenever the socket can take the bytes, which is nearly
+        # always, so a broadcast costs no task and no loop round per subscriber; only a
+        # send that must wait for the socket goes on in a writer task of its own.
+        coro = self._sender.send_text(frame)
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            self._queued_bytes = max(0, self._queued_bytes - len(frame))
+            return True
+        except Exception:
+            # The transport reports the disconnect to the reader side, which cleans up.
+            logger.debug("send to %s failed", self.id, exc_info=True)
+            self._queued_bytes = max(0, self._queued_bytes - len(frame))
+            return True
+        self._writer = asyncio.get_running_loop().create_task(
+            self._write(_Resume(coro, waiting), len(frame))
+        )
         return True
 
     def close(self, code: int, reason: str = "", flush: bool = False) -> None:
@@ -199,14 +218,17 @@ class Connection:
                 except Exception:
                     logger.debug("task of %s failed", self.id, exc_info=True)
 
-    async def _write(self) -> None:
+    async def _write(self, started: _Resume | None = None, size: int = 0) -> None:
         try:
+            if started is not None:
+                await started
+                self._queued_bytes = max(0, self._queued_bytes - size)
             while self._queue:
                 batch, self._queue = self._queue, []
-                for text, size in _coalesce(batch):
+                for text, part in _coalesce(batch):
                     await self._sender.send_text(text)
                     # close() may have zeroed the count meanwhile.
-                    self._queued_bytes = max(0, self._queued_bytes - size)
+                    self._queued_bytes = max(0, self._queued_bytes - part)
         except Exception:
             # The transport reports the disconnect to the reader side, which cleans up.
             logger.debug("send to %s failed", self.id, exc_info=True)
@@ -215,6 +237,40 @@ class Connection:
             self._writer = None
             if self._drained is not None and not self._drained.done():
                 self._drained.set_result(None)
+
+
+class _Resume:
+    """Awaits the rest of a coroutine that was started by hand and suspended.
+
+    ``Connection.send`` runs the transport's send synchronously; when it has to wait (it
+    yielded the future it waits on), this hands that same future to the writer task and
+    drives the coroutine on from there, exactly as ``await coro`` would have.
+    """
+
+    __slots__ = ("_coro", "_waiting")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], waiting: Any) -> None:
+        self._coro = coro
+        self._waiting = waiting
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, value = self._coro, self._waiting
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    value = coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration:
+                    return
 
 
 def _coalesce(batch: list[str]) -> list[tuple[str, int]]:

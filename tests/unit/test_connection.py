@@ -180,18 +180,18 @@ async def test_single_frame_larger_than_the_limit_goes_to_a_client_that_is_keepi
             await asyncio.sleep(0)
 
 
-async def test_frame_over_the_limit_behind_a_queued_one_closes_the_connection_as_slow(
+async def test_frame_over_the_limit_behind_one_in_flight_closes_the_connection_as_slow(
     connect: Make,
 ) -> None:
-    conn, sender = connect(max_queue_bytes=10)
+    conn, sender = connect(max_queue_bytes=10, open_gate=False)
 
-    assert conn.send("x" * 5) is True  # queued: the writer has not run yet
+    assert conn.send("x" * 5) is True  # in flight: the socket is not taking it yet
     assert conn.send("y" * 6) is False
 
     assert conn.close_code == CloseCode.SLOW
     async with asyncio.timeout(2):
         await sender.close_called.wait()
-    assert sender.attempted == []
+    assert sender.sent == []
 
 
 async def test_send_after_close_is_refused(connect: Make) -> None:
@@ -239,17 +239,35 @@ async def test_closed_connection_cannot_be_reopened(connect: Make) -> None:
     assert conn.state is ConnectionState.CLOSED
 
 
-async def test_an_idle_connection_holds_no_writer_task(connect: Make) -> None:
+async def test_a_frame_the_socket_can_take_is_sent_at_once_without_a_task(
+    connect: Make,
+) -> None:
     conn, sender = connect()
-    assert conn._writer is None
 
     conn.send("one")
+
+    # No await happened: the send ran to completion inside send().
+    assert sender.sent == ["one"]
+    assert conn._writer is None
+    assert conn.queued_bytes == 0
+
+
+async def test_a_send_that_must_wait_continues_in_a_writer_task_that_then_ends(
+    connect: Make,
+) -> None:
+    conn, sender = connect(open_gate=False)
+
+    conn.send("one")
+    conn.send("two")
     assert conn._writer is not None
-    await sender.wait_sent(1)
+    assert sender.attempted == ["one"]
+
+    sender.gate.set()
+    await sender.wait_sent(2)
     async with asyncio.timeout(2):
         while conn._writer is not None:
             await asyncio.sleep(0)
-
+    assert sender.sent == ["one", "two"]
     assert conn.queued_bytes == 0
 
 
