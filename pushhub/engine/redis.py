@@ -22,11 +22,11 @@ from collections.abc import Iterable, Sequence
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
-from redis.retry import Retry
 
 from pushhub.backoff import Backoff
 from pushhub.channels import ChannelRule, ChannelRules, lua_pattern
@@ -103,19 +103,25 @@ class RedisEngine:
         key_prefix: str = "pushhub:",
         rules: tuple[ChannelRule, ...] = (),
         idempotency_ttl: float = 300.0,
+        max_connections: int = 64,
         connect_timeout: float = 2.0,
         command_timeout: float = 5.0,
         probe_interval: float = 2.0,
         backoff: Backoff | None = None,
     ) -> None:
-        self._client: Redis = Redis.from_url(
+        # A bounded pool that makes a burst wait for a free connection (up to the command
+        # timeout) instead of failing: redis-py's default pool answers "Too many
+        # connections" when 250 sockets disconnect at once.
+        pool = BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=command_timeout,
             socket_connect_timeout=connect_timeout,
             socket_timeout=command_timeout,
-            # Fail fast: a publish during an outage answers 503 now rather than after retries.
-            retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
         )
+        # Fail fast: a publish during an outage answers 503 now rather than after retries.
+        self._client: Redis = Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
         self._url = url
         self._prefix = key_prefix
         self._presence = self._client.register_script(_PRESENCE_LUA)
@@ -174,6 +180,9 @@ class RedisEngine:
         self._watchdog = self._reader = None
         with contextlib.suppress(*_IO_ERRORS):
             await self._client.aclose()
+        with contextlib.suppress(*_IO_ERRORS):
+            # A pool handed to Redis() is ours to close, not the client's.
+            await self._client.connection_pool.disconnect()
 
     # -- the Pub/Sub connection -------------------------------------------------------
 
