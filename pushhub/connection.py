@@ -37,6 +37,33 @@ class Sender(Protocol):
     async def close(self, code: int, reason: str) -> None: ...
 
 
+class Outbox:
+    """Connections with frames to send, flushed together once per event-loop round.
+
+    ``Connection.send`` only queues; the flush runs right after the code that queued
+    (one ``call_soon`` for all connections), so everything a single Redis read brought
+    in is joined per client before anything is written.
+    """
+
+    __slots__ = ("_dirty", "_scheduled")
+
+    def __init__(self) -> None:
+        self._dirty: list[Connection] = []
+        self._scheduled = False
+
+    def mark(self, conn: Connection) -> None:
+        self._dirty.append(conn)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
+
+
 class ConnectionState(Enum):
     OPEN = "open"
     CLOSING = "closing"
@@ -60,7 +87,9 @@ class Connection:
 
     __slots__ = (
         "_close_task",
+        "_dirty",
         "_drained",
+        "_outbox",
         "_queue",
         "_queued_bytes",
         "_sender",
@@ -80,7 +109,9 @@ class Connection:
         "user",
     )
 
-    def __init__(self, conn_id: str, sender: Sender, max_queue_bytes: int) -> None:
+    def __init__(
+        self, conn_id: str, sender: Sender, max_queue_bytes: int, outbox: Outbox | None = None
+    ) -> None:
         self.id = conn_id
         self.channels: set[str] = set()
         self.max_queue_bytes = max_queue_bytes
@@ -103,6 +134,8 @@ class Connection:
         self._sender = sender
         self._queue: list[str] = []
         self._queued_bytes = 0  # queued plus in flight
+        self._outbox = outbox if outbox is not None else Outbox()
+        self._dirty = False  # waiting in the outbox for its flush
         self._writer: asyncio.Task[None] | None = None
         self._drained: asyncio.Future[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
@@ -141,28 +174,45 @@ class Connection:
             )
             self.close(CloseCode.SLOW, "slow consumer")
             return False
-        if self._writer is not None:
-            self._queue.append(frame)  # behind a send that is waiting on the socket
-            return True
-        # Nothing queued or in flight: send right now. The transport's send finishes
-        # without suspending whenever the socket can take the bytes, which is nearly
-        # always, so a broadcast costs no task and no loop round per subscriber; only a
-        # send that must wait for the socket goes on in a writer task of its own.
-        coro = self._sender.send_text(frame)
-        try:
-            waiting = coro.send(None)
-        except StopIteration:
-            self._queued_bytes = max(0, self._queued_bytes - len(frame))
-            return True
-        except Exception:
-            # The transport reports the disconnect to the reader side, which cleans up.
-            logger.debug("send to %s failed", self.id, exc_info=True)
-            self._queued_bytes = max(0, self._queued_bytes - len(frame))
-            return True
-        self._writer = asyncio.get_running_loop().create_task(
-            self._write(_Resume(coro, waiting), len(frame))
-        )
+        self._queue.append(frame)
+        if self._writer is None and not self._dirty:
+            self._dirty = True
+            self._outbox.mark(self)
         return True
+
+    def flush(self) -> None:
+        """Send what is queued, now, without waiting (the outbox calls this).
+
+        Frames queued since the last flush go out joined into as few frames as possible,
+        so a burst (a Redis read that brought many messages) costs one frame per client.
+        The transport's send finishes without suspending whenever the socket can take the
+        bytes, which is nearly always: a broadcast then costs no task and no loop round
+        per subscriber. Only a send that must wait for the socket goes on in a writer
+        task, which also takes whatever is queued behind it.
+        """
+        self._dirty = False
+        if self._writer is not None or not self._queue:
+            return
+        batch, self._queue = self._queue, []
+        parts = _coalesce(batch)
+        for i, (text, size) in enumerate(parts):
+            coro = self._sender.send_text(text)
+            try:
+                waiting = coro.send(None)
+            except StopIteration:
+                self._queued_bytes = max(0, self._queued_bytes - size)
+                continue
+            except Exception:
+                # The transport reports the disconnect to the reader side, which cleans up.
+                logger.debug("send to %s failed", self.id, exc_info=True)
+                self._queue = []
+                self._queued_bytes = 0
+                return
+            self._queue = [t for t, _ in parts[i + 1 :]] + self._queue
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write(_Resume(coro, waiting), size)
+            )
+            return
 
     def close(self, code: int, reason: str = "", flush: bool = False) -> None:
         """Close the socket with ``code`` without waiting. By default what is queued is
@@ -187,6 +237,8 @@ class Connection:
             self._writer.cancel()
 
     async def _send_close(self, code: int, reason: str, flush: bool) -> None:
+        if flush:
+            self.flush()  # what the outbox has not sent yet
         if flush and self._writer is not None:
             self._drained = asyncio.get_running_loop().create_future()
             with contextlib.suppress(TimeoutError):

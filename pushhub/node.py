@@ -25,7 +25,7 @@ import orjson
 from pushhub import auth, protocol
 from pushhub.channels import ChannelRules
 from pushhub.config import Settings
-from pushhub.connection import Connection, ConnectionState, Sender
+from pushhub.connection import Connection, ConnectionState, Outbox, Sender
 from pushhub.engine.base import (
     Engine,
     HistoryRead,
@@ -106,6 +106,7 @@ class Node:
         #: Durable channels held here -> the newest position seen, to detect loss.
         self._positions: dict[str, StreamPosition] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._outbox = Outbox()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -224,7 +225,10 @@ class Node:
         """A new connection for an accepted socket, its writer started. With tokens
         enforced, it must authenticate within ``auth_timeout`` or be closed."""
         conn = Connection(
-            f"{self.id}.{next(self._ids)}", sender, self.settings.outbound_queue_bytes
+            f"{self.id}.{next(self._ids)}",
+            sender,
+            self.settings.outbound_queue_bytes,
+            self._outbox,
         )
         conn.ip = ip
         self.hub.register(conn)

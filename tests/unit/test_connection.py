@@ -239,17 +239,28 @@ async def test_closed_connection_cannot_be_reopened(connect: Make) -> None:
     assert conn.state is ConnectionState.CLOSED
 
 
-async def test_a_frame_the_socket_can_take_is_sent_at_once_without_a_task(
+async def test_a_frame_the_socket_can_take_goes_out_in_the_next_round_without_a_task(
     connect: Make,
 ) -> None:
     conn, sender = connect()
 
     conn.send("one")
+    assert sender.sent == []  # queued for the outbox's flush, right after this code
+    await asyncio.sleep(0)
 
-    # No await happened: the send ran to completion inside send().
     assert sender.sent == ["one"]
     assert conn._writer is None
     assert conn.queued_bytes == 0
+
+
+async def test_frames_sent_in_one_round_go_out_joined_as_one_frame(connect: Make) -> None:
+    conn, sender = connect()
+
+    for frame in ("a", "b", "c"):
+        conn.send(frame)
+    await asyncio.sleep(0)
+
+    assert sender.sent == ["a\nb\nc"]
 
 
 async def test_a_send_that_must_wait_continues_in_a_writer_task_that_then_ends(
@@ -258,6 +269,7 @@ async def test_a_send_that_must_wait_continues_in_a_writer_task_that_then_ends(
     conn, sender = connect(open_gate=False)
 
     conn.send("one")
+    await sender.wait_attempted(1)
     conn.send("two")
     assert conn._writer is not None
     assert sender.attempted == ["one"]

@@ -113,9 +113,8 @@ async def test_broadcast_reaches_exactly_the_subscribers_of_the_channel(
     hub.add(c, "sport")
 
     assert hub.broadcast("news", "N1") == 2
-    # Broadcast is synchronous: a socket that can take the frame has it before anything
-    # awaits.
-    assert (sa.frames.qsize(), sb.frames.qsize(), sc.frames.qsize()) == (1, 1, 0)
+    # Broadcast never awaits: the frame is queued, for one flush of every connection.
+    assert (a.queued_bytes, b.queued_bytes, c.queued_bytes) == (2, 2, 0)
     assert hub.broadcast("sport", "S1") == 1
 
     assert await sa.next_frame() == "N1"
