@@ -33,7 +33,9 @@ CONNECT_CONCURRENCY = 200
 
 def config() -> str:
     lines = [f"{name} = {value}" for name, value in LIFTED_LIMITS.items()]
-    lines += ["max_connections_per_user = 0", "", "[[channels]]"]
+    # The probe socket sends its queries back to back: lift the per-socket frame rate too.
+    lines += ["max_connections_per_user = 0", "max_frames_per_second = 100000"]
+    lines += ["frame_burst = 1000000", "", "[[channels]]"]
     lines += ['pattern = "presence-bench:*"', "presence = true", "join_leave = false"]
     return "\n".join(lines) + "\n"
 
