@@ -269,6 +269,14 @@ class Node:
         """Handle one client text frame. Errors are answered, never raised."""
         try:
             command = protocol.parse(text)
+        except ProtocolError as exc:
+            conn.send(protocol.error(exc))
+            return
+        await self.execute(conn, command)
+
+    async def execute(self, conn: Connection, command: protocol.Command) -> None:
+        """Carry out one parsed command. Errors are answered, never raised."""
+        try:
             if self.enforcing and not conn.identified and not isinstance(command, protocol.Connect):
                 conn.send(
                     protocol.error(
@@ -439,7 +447,7 @@ class Node:
 
     async def handle_query_token(self, conn: Connection, token: str) -> None:
         """A ``?token=`` on the handshake: a connect the client need not send."""
-        await self.handle(conn, orjson.dumps({"type": "connect", "token": token}).decode())
+        await self.execute(conn, protocol.Connect(token=token))
 
     async def identify(self, conn: Connection, command: protocol.Connect) -> None:
         """Who the connection is: from its token when tokens are enforced, else what

@@ -49,3 +49,16 @@ def delivery_result(
 async def verify_every_channel(harness: Harness, channels: int, rate: float) -> Delivery:
     """One message to each channel: proves every subscription is live, and measures it."""
     return await harness.publish(rate, lambda i: i % channels, total=channels)
+
+
+def add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the scenarios that end with one message per channel (idle, storm)."""
+    parser.add_argument(
+        "--channels", type=int, default=None, help="distinct channels (default: one per client)"
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=2000.0,
+        help="rate of the final one-message-per-channel check (default 2000)",
+    )

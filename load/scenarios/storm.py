@@ -7,7 +7,7 @@ import argparse
 
 from load.harness import Harness, add_connect, add_delivery, add_usage, judge
 from load.report import Result
-from load.scenarios.base import spread, verify_every_channel
+from load.scenarios.base import add_check_arguments, spread, verify_every_channel
 
 
 class Storm:
@@ -15,15 +15,7 @@ class Storm:
     help = "N clients connecting and subscribing at once: connect rate and failures"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--channels", type=int, default=None, help="distinct channels (default: one per client)"
-        )
-        parser.add_argument(
-            "--rate",
-            type=float,
-            default=2000.0,
-            help="rate of the final one-message-per-channel check (default 2000)",
-        )
+        add_check_arguments(parser)
 
     def channels(self, clients: int, requested: int | None) -> int:
         return requested or clients
