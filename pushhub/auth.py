@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pushhub.channels import PATTERN_RE, ChannelOptions
 from pushhub.config import Settings
 from pushhub.errors import CloseCode, ConfigError, ErrorCode, ProtocolError
+from pushhub.protocol import too_deep
 
 HMAC_ALGORITHMS = {"HS256", "HS384", "HS512"}
 PUBLIC_KEY_ALGORITHMS = {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "EdDSA"}
@@ -78,6 +79,7 @@ class TokenVerifier:
         self._issuer = settings.jwt_issuer or None
         self._leeway = settings.jwt_leeway
         self._max_info = settings.max_presence_info
+        self._max_depth = settings.max_json_depth
         for alg in self.algorithms:
             if alg in HMAC_ALGORITHMS and self._secret is None:
                 raise ConfigError("jwt_algorithms", alg, "HMAC algorithms with jwt_secret set")
@@ -171,6 +173,11 @@ class TokenVerifier:
                 raise AuthError(
                     "token 'info' is not encodable JSON", CloseCode.UNAUTHORIZED
                 ) from None
+            if too_deep(encoded, self._max_depth):
+                raise AuthError(
+                    f"token 'info' nests deeper than {self._max_depth} levels",
+                    CloseCode.UNAUTHORIZED,
+                )
             if len(encoded) > self._max_info:
                 raise AuthError(
                     f"token 'info' is over {self._max_info} bytes", CloseCode.UNAUTHORIZED
@@ -227,9 +234,11 @@ def enforcing(settings: Settings) -> bool:
 
 
 def channel_owner(channel: str) -> str | None:
-    """The user a user-limited channel belongs to: the part after its last ``#``."""
-    _, sep, owner = channel.rpartition("#")
-    return owner if sep and owner else None
+    """The user a user-limited channel belongs to: the part after its ``#``. Channel
+    names hold at most one ``#`` (``protocol.validate_channel``), so a rule such as
+    ``notifications#*`` matches exactly one channel per user."""
+    _, sep, owner = channel.partition("#")
+    return owner if sep and owner and "#" not in owner else None
 
 
 def may_subscribe(

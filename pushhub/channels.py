@@ -22,7 +22,8 @@ from pushhub.errors import ConfigError
 class ChannelOptions:
     #: Track who is subscribed (REST and socket presence queries).
     presence: bool = True
-    #: Send join/leave events to the channel's subscribers (needs ``presence``).
+    #: Send join/leave events to the channel's subscribers (needs ``presence``). Off by
+    #: default on ``subscribe = "public"`` channels (see ``parse_rules``).
     join_leave: bool = True
     #: Keep a capped Redis Stream of the channel: offsets, recovery, history.
     durable: bool = False
@@ -38,6 +39,8 @@ class ChannelOptions:
     #: a matching pattern, or a subscription token). Default deny.
     subscribe: str = "granted"
     #: Whether subscribers may read the channel's presence and history over the socket.
+    #: ``presence_read`` is off by default on ``subscribe = "public"`` channels: anyone
+    #: may subscribe there, and members' ids and info are not anyone's business.
     presence_read: bool = True
     history_read: bool = True
 
@@ -90,6 +93,11 @@ def parse_rules(raw: Any, where: str) -> tuple[ChannelRule, ...]:
                 if not lo <= value <= hi:
                     raise ConfigError(f"{key}.{name}", value, f"an integer from {lo} to {hi}")
             values[name] = value
+        if values.get("subscribe") == "public":
+            # Privacy by default: on a channel anyone may join, who else is there is
+            # shown only when the rule says so (counts stay available to API keys).
+            values.setdefault("presence_read", False)
+            values.setdefault("join_leave", False)
         rules.append(ChannelRule(pattern, ChannelOptions(**values)))
     return tuple(rules)
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from enum import Enum
 from typing import Any, Protocol
 
 from pushhub.errors import CloseCode
+from pushhub.ratelog import RateLimitedLog
 
 logger = logging.getLogger("pushhub.connection")
 
@@ -25,16 +26,20 @@ logger = logging.getLogger("pushhub.connection")
 #: when a client falls behind a burst; the cap keeps single frames reasonable.
 COALESCE_BYTES = 64 * 1024
 
-#: Seconds a closing connection may take to send what was queued before the close.
+#: Seconds a closing connection may take to send what was queued, and its close frame,
+#: before the transport is aborted (the ``close_timeout`` setting).
 FLUSH_TIMEOUT = 2.0
 
 
 class Sender(Protocol):
-    """What a connection needs from its transport: send a text frame, close."""
+    """What a connection needs from its transport: send a text frame, close, abort."""
 
     async def send_text(self, text: str) -> None: ...
 
     async def close(self, code: int, reason: str) -> None: ...
+
+    def abort(self) -> None:
+        """Drop the socket now, whatever is unsent: for a peer that stopped reading."""
 
 
 class Outbox:
@@ -45,11 +50,12 @@ class Outbox:
     in is joined per client before anything is written.
     """
 
-    __slots__ = ("_dirty", "_scheduled")
+    __slots__ = ("_dirty", "_errors", "_scheduled")
 
-    def __init__(self) -> None:
+    def __init__(self, errors: RateLimitedLog | None = None) -> None:
         self._dirty: list[Connection] = []
         self._scheduled = False
+        self._errors = errors or RateLimitedLog(logger)
 
     def mark(self, conn: Connection) -> None:
         self._dirty.append(conn)
@@ -61,7 +67,46 @@ class Outbox:
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
-            conn.flush()
+            try:
+                conn.flush()
+            except Exception:
+                # One failing client must not cost the others their flush.
+                conn._dirty = False
+                self._errors.exception("flush", "flushing %s failed", conn.id)
+
+
+class Held:
+    """Events of one channel held while its subscription is set up (a presence join,
+    a recovery replay), with their offsets, to be merged afterwards (see Node).
+
+    Bounded in count and bytes. Past either bound the oldest are dropped and
+    ``overflowed`` is set: on a durable channel the replay then reads on from the
+    history until it meets what is still held, so nothing is lost and the client is
+    never closed for it.
+    """
+
+    __slots__ = ("frames", "max_bytes", "max_frames", "overflowed", "size")
+
+    def __init__(self, max_frames: int, max_bytes: int) -> None:
+        self.frames: list[tuple[int | None, str]] = []
+        self.size = 0
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self.overflowed = False
+
+    def add(self, offset: int | None, frame: str) -> None:
+        self.frames.append((offset, frame))
+        self.size += len(frame)
+        if len(self.frames) > self.max_frames or self.size > self.max_bytes:
+            self.overflowed = True
+            self.frames = [self.frames[-1]]
+            self.size = len(frame)
+
+    def first_offset(self) -> int | None:
+        for offset, _ in self.frames:
+            if offset is not None:
+                return offset
+        return None
 
 
 class ConnectionState(Enum):
@@ -89,6 +134,8 @@ class Connection:
         "_close_task",
         "_dirty",
         "_drained",
+        "_low_water",
+        "_on_close",
         "_outbox",
         "_queue",
         "_queued_bytes",
@@ -96,6 +143,7 @@ class Connection:
         "_writer",
         "channels",
         "close_code",
+        "close_timeout",
         "expires_at",
         "granted",
         "id",
@@ -103,14 +151,22 @@ class Connection:
         "info",
         "ip",
         "max_queue_bytes",
+        "on_release",
         "pending",
+        "query_bucket",
         "state",
         "timer",
         "user",
     )
 
     def __init__(
-        self, conn_id: str, sender: Sender, max_queue_bytes: int, outbox: Outbox | None = None
+        self,
+        conn_id: str,
+        sender: Sender,
+        max_queue_bytes: int,
+        outbox: Outbox | None = None,
+        on_close: Callable[[Connection], None] | None = None,
+        close_timeout: float = FLUSH_TIMEOUT,
     ) -> None:
         self.id = conn_id
         self.channels: set[str] = set()
@@ -130,7 +186,16 @@ class Connection:
         self.ip: str | None = None
         #: Channels being set up: frames that arrive meanwhile wait here, with their
         #: offsets, to be merged after the replay (see Node.subscribe).
-        self.pending: dict[str, list[tuple[int | None, str]]] | None = None
+        self.pending: dict[str, Held] | None = None
+        #: Presence and history queries' budget, made on the first query (see Node).
+        self.query_bucket: Any = None
+        self.close_timeout = close_timeout
+        #: The transport's hook run once when the close is decided (see Node.open).
+        self.on_release: Callable[[], None] | None = None
+        #: Called once when a close is decided, so the node releases what the
+        #: connection holds at once instead of when the socket is finally gone.
+        self._on_close = on_close
+        self._low_water: tuple[int, asyncio.Future[None]] | None = None
         self._sender = sender
         self._queue: list[str] = []
         self._queued_bytes = 0  # queued plus in flight
@@ -213,6 +278,29 @@ class Connection:
                 self._write(_Resume(coro, waiting), size)
             )
             return
+        if self._low_water is not None:
+            self._check_low_water()
+
+    async def wait_below(self, threshold: int) -> bool:
+        """Wait until at most ``threshold`` bytes are queued or in flight: how a long
+        reply (a recovery replay) is paced to what the client reads. False if the
+        connection closed meanwhile."""
+        while self.state is ConnectionState.OPEN and self._queued_bytes > threshold:
+            fut = asyncio.get_running_loop().create_future()
+            self._low_water = (threshold, fut)
+            try:
+                await fut
+            finally:
+                self._low_water = None
+        return self.state is ConnectionState.OPEN
+
+    def _check_low_water(self) -> None:
+        assert self._low_water is not None
+        threshold, fut = self._low_water
+        if (self._queued_bytes <= threshold or self.state is not ConnectionState.OPEN) and (
+            not fut.done()
+        ):
+            fut.set_result(None)
 
     def close(self, code: int, reason: str = "", flush: bool = False) -> None:
         """Close the socket with ``code`` without waiting. By default what is queued is
@@ -227,6 +315,15 @@ class Connection:
         self._close_task = asyncio.get_running_loop().create_task(
             self._send_close(code, reason, flush), name=f"pushhub-close-{self.id}"
         )
+        self._decided()
+
+    def _decided(self) -> None:
+        """The connection will not be used again: wake a paced reply, tell the node."""
+        if self._low_water is not None:
+            self._check_low_water()
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close(self)
 
     def _drop_queue(self) -> None:
         self._queue = []
@@ -237,15 +334,24 @@ class Connection:
             self._writer.cancel()
 
     async def _send_close(self, code: int, reason: str, flush: bool) -> None:
+        """Flush (when asked) and send the close frame, within ``close_timeout`` in all;
+        a peer that does not take them in time is aborted, never waited on."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.close_timeout
         if flush:
             self.flush()  # what the outbox has not sent yet
         if flush and self._writer is not None:
-            self._drained = asyncio.get_running_loop().create_future()
+            self._drained = loop.create_future()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained, FLUSH_TIMEOUT)
+                await asyncio.wait_for(self._drained, self.close_timeout)
             self._drop_queue()
         try:
-            await self._sender.close(code, reason)
+            await asyncio.wait_for(
+                self._sender.close(code, reason), max(0.0, deadline - loop.time())
+            )
+        except TimeoutError:
+            logger.info("connection %s did not take its close frame in time; aborting", self.id)
+            self._sender.abort()
         except Exception:  # the peer may be gone already; the close is best effort
             logger.debug("close of %s failed", self.id, exc_info=True)
 
@@ -257,6 +363,7 @@ class Connection:
         if self.state is not ConnectionState.CLOSED:
             self._transition(ConnectionState.CLOSED)
         self._drop_queue()
+        self._decided()
 
     async def wait_closed(self) -> None:
         """Wait for the writer and a pending close to finish (after ``closed``)."""
@@ -275,12 +382,16 @@ class Connection:
             if started is not None:
                 await started
                 self._queued_bytes = max(0, self._queued_bytes - size)
+            if self._low_water is not None:
+                self._check_low_water()
             while self._queue:
                 batch, self._queue = self._queue, []
                 for text, part in _coalesce(batch):
                     await self._sender.send_text(text)
                     # close() may have zeroed the count meanwhile.
                     self._queued_bytes = max(0, self._queued_bytes - part)
+                    if self._low_water is not None:
+                        self._check_low_water()
         except Exception:
             # The transport reports the disconnect to the reader side, which cleans up.
             logger.debug("send to %s failed", self.id, exc_info=True)

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from pushhub.connection import Connection
-from pushhub.errors import CloseCode
 
-#: Frames held for one recovering subscription before the client counts as too slow.
+#: Frames held for one subscription being set up (see ``connection.Held``); beyond it
+#: (or beyond the outbound queue's bytes) the oldest held are dropped and a durable
+#: channel's replay reads them from the history instead.
 MAX_HELD = 10_000
 
 
@@ -72,11 +73,7 @@ class Hub:
         for conn in subs:
             pending = conn.pending
             if pending is not None and channel in pending:
-                held = pending[channel]
-                if len(held) < MAX_HELD:
-                    held.append((offset, frame))
-                else:
-                    conn.close(CloseCode.SLOW, "too many messages during recovery")
+                pending[channel].add(offset, frame)
                 continue
             if conn.send(frame):
                 delivered += 1

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import os
-import re
 import secrets
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -25,8 +21,9 @@ import orjson
 from pushhub import auth, protocol
 from pushhub.channels import ChannelRules
 from pushhub.config import Settings
-from pushhub.connection import Connection, ConnectionState, Outbox, Sender
+from pushhub.connection import Connection, ConnectionState, Held, Outbox, Sender
 from pushhub.engine.base import (
+    NO_HISTORY,
     Engine,
     HistoryRead,
     PresenceEntry,
@@ -41,19 +38,29 @@ from pushhub.errors import (
     ProtocolError,
     unavailable,
 )
-from pushhub.hub import Hub
+from pushhub.hub import MAX_HELD, Hub
+from pushhub.limits import TokenBucket
 from pushhub.presence import PresenceManager
+from pushhub.ratelog import RateLimitedLog
 
 logger = logging.getLogger("pushhub.node")
 
 
 def generate_node_id() -> str:
-    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0])[:24] or "node"
-    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+    """A random node id. Connection ids start with it, and anonymous members show their
+    connection id to others, so it names no host, process or count (the start-up log
+    line ties it to the host and PID for operators)."""
+    return "n" + secrets.token_hex(5)
 
 
 def can_recover(since: protocol.Position, read: HistoryRead, cap: int) -> bool:
-    """Whether ``read`` closes the gap after ``since`` exactly: all of it, or nothing."""
+    """Whether the gap after ``since`` can be closed exactly from ``read``, the first
+    page of the history after it: all of it, or nothing.
+
+    A client that saw the channel without history (the empty epoch) has missed nothing
+    only while there still is none: a history that appeared since may be a second life
+    of one it never saw, so it cannot be proved complete.
+    """
     top = read.position.offset
     if since.epoch != read.position.epoch or since.offset > top:
         return False
@@ -63,16 +70,19 @@ def can_recover(since: protocol.Position, read: HistoryRead, cap: int) -> bool:
     if missed > cap or read.first == 0 or read.first > since.offset + 1:
         return False
     got = [m.offset for m in read.messages[:missed]]
-    return got == list(range(since.offset + 1, top + 1))
+    return bool(got) and got == list(range(since.offset + 1, since.offset + 1 + len(got)))
 
 
-def member_json(member: PresenceMember) -> dict[str, Any]:
-    """A presence member as the socket and the HTTP API show it."""
-    return {
-        **protocol.member_fields(member.key),
-        "connections": member.connections,
-        "info": orjson.Fragment(member.info) if member.info else None,
-    }
+def member_json(member: PresenceMember, max_depth: int = protocol.MAX_JSON_DEPTH) -> dict[str, Any]:
+    """A presence member as the socket and the HTTP API show it. Its info was checked
+    when it was set; what comes back from the engine is checked again, so a damaged
+    value reaches the client as a string rather than as broken JSON."""
+    info = protocol.payload_data(member.info, max_depth) if member.info else None
+    return {**protocol.member_fields(member.key), "connections": member.connections, "info": info}
+
+
+class _Unrecoverable(Exception):
+    """A paced replay could not be completed (history trimmed or cleared meanwhile)."""
 
 
 @dataclass(slots=True)
@@ -101,12 +111,23 @@ class Node:
         self.started_at = time.time()
         self.messages_received = 0
         self.messages_delivered = 0
+        #: Raw payloads over max_message_size, dropped rather than sent to every client.
+        self.messages_dropped = 0
+        #: Failures caught on the delivery path (a bad payload, a failing client): each
+        #: one is logged (rate-limited) and skipped; delivery goes on.
+        self.delivery_errors = 0
+        self._errors = RateLimitedLog(logger)
         self._locks: dict[str, _ChannelLock] = {}
-        self._ids = itertools.count(1)
         #: Durable channels held here -> the newest position seen, to detect loss.
         self._positions: dict[str, StreamPosition] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._outbox = Outbox()
+        #: Connections whose close was decided -> the task releasing what they held.
+        self._releasing: dict[Connection, asyncio.Task[None]] = {}
+        self._outbox = Outbox(self._errors)
+        self._depth = settings.max_json_depth
+        #: The most bytes of messages in one history or presence reply, or one page of
+        #: a recovery replay: a quarter of the outbound queue, so a reply always fits.
+        self.reply_bytes = settings.outbound_queue_bytes // 4
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -126,11 +147,20 @@ class Node:
     # -- engine -> clients ----------------------------------------------------------------
 
     def _on_payload(self, channel: str, payload: bytes) -> None:
+        """The engine's handler. Supervised: no payload, however hostile, and no failing
+        client can raise out of here and end the engine's reader."""
         self.messages_received += 1
         if not self.hub.has_subscribers(channel):
             return
+        try:
+            self._deliver(channel, payload)
+        except Exception:
+            self.delivery_errors += 1
+            self._errors.exception("delivery", "delivering a payload on %s failed", channel)
+
+    def _deliver(self, channel: str, payload: bytes) -> None:
         if payload.startswith(protocol.ENVELOPE):
-            parsed = protocol.parse_envelope(payload)
+            parsed = protocol.parse_envelope(payload, self._depth)
             if parsed is None:
                 logger.debug("dropped an unreadable envelope on %s", channel)
                 return
@@ -141,11 +171,23 @@ class Node:
             options = self.rules.options(channel)
             if not options.join_leave or not options.presence_read:
                 return
-            event = protocol.event_from_envelope(channel, payload)
+            event = protocol.event_from_envelope(channel, payload, self._depth)
             if event is not None:
                 self.messages_delivered += self.hub.broadcast(channel, event)
             return
-        frame = protocol.message(channel, protocol.decode_payload(payload))
+        if len(payload) > self.settings.max_message_size:
+            # Only a raw PUBLISH can be this large (every pushhub path checks the size),
+            # and a copy of it would sit in every subscriber's socket buffer.
+            self.messages_dropped += 1
+            self._errors.warning(
+                "oversized",
+                "dropped a %d-byte payload on %s: over max_message_size (%d)",
+                len(payload),
+                channel,
+                self.settings.max_message_size,
+            )
+            return
+        frame = protocol.message(channel, protocol.payload_data(payload, self._depth))
         self.messages_delivered += self.hub.broadcast(channel, frame)
 
     def _on_durable(self, channel: str, header: dict[str, Any], body: bytes) -> None:
@@ -157,13 +199,15 @@ class Node:
         if last is not None:
             if last.epoch == epoch and offset <= last.offset:
                 return  # already delivered, or older than the subscribers' position
-            if last.epoch != epoch or offset != last.offset + 1:
+            # The first message of a history that was seen empty follows on from it.
+            born = last == NO_HISTORY and offset == 1
+            if not born and (last.epoch != epoch or offset != last.offset + 1):
                 # A message was lost between Redis and this node (or the history was
                 # cleared): the subscribers recover from the stream, this one included.
                 self._lost(channel, f"had {last.epoch}/{last.offset}, received {epoch}/{offset}")
                 return
         self._positions[channel] = StreamPosition(offset, epoch)
-        frame = protocol.message(channel, protocol.decode_payload(body), offset, epoch)
+        frame = protocol.message(channel, protocol.payload_data(body, self._depth), offset, epoch)
         self.messages_delivered += self.hub.broadcast(channel, frame, offset)
 
     def _lost(self, channel: str, why: str) -> None:
@@ -177,9 +221,9 @@ class Node:
             if conn.pending is not None:
                 conn.pending.pop(channel, None)
             conn.send(frame)
-        self._spawn(self._release(channel, conns))
+        self._spawn(self._release_channel(channel, conns))
 
-    async def _release(self, channel: str, conns: Sequence[Connection]) -> None:
+    async def _release_channel(self, channel: str, conns: Sequence[Connection]) -> None:
         for conn in conns:
             await self.presence.leave(channel, conn.id)
         async with self._channel_lock(channel):
@@ -193,7 +237,11 @@ class Node:
         while True:
             await asyncio.sleep(self.settings.ping_interval)
             for conn in self.hub.connections():
-                conn.send(frame)
+                try:
+                    conn.send(frame)
+                except Exception:
+                    self.delivery_errors += 1
+                    self._errors.exception("ping", "pinging %s failed", conn.id)
 
     def _on_resubscribe(self) -> None:
         self._spawn(self._check_positions())
@@ -211,7 +259,7 @@ class Node:
             return
         for channel, position in zip(channels, positions, strict=True):
             last = self._positions.get(channel)
-            if position is None or position != last:
+            if (position or NO_HISTORY) != last:
                 self._lost(channel, f"had {last}, the stream is at {position} after reconnecting")
 
     def _spawn(self, coro: Any) -> None:
@@ -221,16 +269,26 @@ class Node:
 
     # -- connections ---------------------------------------------------------------------
 
-    def open(self, sender: Sender, ip: str | None = None) -> Connection:
-        """A new connection for an accepted socket, its writer started. With tokens
-        enforced, it must authenticate within ``auth_timeout`` or be closed."""
+    def open(
+        self,
+        sender: Sender,
+        ip: str | None = None,
+        on_release: Callable[[], None] | None = None,
+    ) -> Connection:
+        """A new connection for an accepted socket. With tokens enforced, it must
+        authenticate within ``auth_timeout`` or be closed. ``on_release`` is called once
+        when the connection's close is decided (the transport's per-IP slot)."""
         conn = Connection(
-            f"{self.id}.{next(self._ids)}",
+            # Random, not a counter: anonymous members show it to others.
+            f"{self.id}.{secrets.token_urlsafe(9)}",
             sender,
             self.settings.outbound_queue_bytes,
             self._outbox,
+            self._closing,
+            self.settings.close_timeout,
         )
         conn.ip = ip
+        conn.on_release = on_release
         self.hub.register(conn)
         if self.enforcing:
             conn.timer = asyncio.get_running_loop().call_later(
@@ -253,22 +311,50 @@ class Node:
         conn.timer = asyncio.get_running_loop().call_later(delay, self._token_expired, conn)
         conn.expires_at = expires_at
 
-    async def disconnect(self, conn: Connection) -> None:
-        """Release everything ``conn`` holds. Call once, when its socket is gone."""
-        conn.closed()
+    def _closing(self, conn: Connection) -> None:
+        """A close was decided (by the server, or the socket is gone): release what the
+        connection holds now, not when a peer that stopped reading lets go of its
+        socket. Local state goes at once; presence, upstream subscriptions and the
+        user's slot follow in one task."""
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
         self.hub.unregister(conn)
-        for channel in tuple(conn.channels):
-            await self._leave(conn, channel)
-        if self.enforcing and conn.user is not None:
-            with contextlib.suppress(EngineError):
-                await self.engine.release_user_connection(conn.user, conn.id)
-            self.presence.untrack_user(conn.user, conn.id)
+        hook, conn.on_release = conn.on_release, None
+        if hook is not None:
+            hook()
+        channels = tuple(conn.channels)
+        for channel in channels:
+            self.hub.remove(conn, channel)
+        conn.pending = None
+        task = asyncio.get_running_loop().create_task(self._release(conn, channels))
+        self._releasing[conn] = task
+        task.add_done_callback(lambda _: self._releasing.pop(conn, None))
+
+    async def _release(self, conn: Connection, channels: tuple[str, ...]) -> None:
+        try:
+            for channel in channels:
+                await self.presence.leave(channel, conn.id)
+                await self._unsubscribe_if_unused(channel)
+            if self.enforcing and conn.user is not None:
+                with contextlib.suppress(EngineError):
+                    await self.engine.release_user_connection(conn.user, conn.id)
+                self.presence.untrack_user(conn.user, conn.id)
+        except Exception:
+            self._errors.exception("release", "releasing connection %s failed", conn.id)
+
+    async def disconnect(self, conn: Connection) -> None:
+        """The socket is gone: make sure everything ``conn`` held is released."""
+        conn.closed()  # decides the close if the server had not
+        task = self._releasing.get(conn)
+        if task is not None:
+            await asyncio.shield(task)
         await conn.wait_closed()
 
     async def handle(self, conn: Connection, text: str) -> None:
         """Handle one client text frame. Errors are answered, never raised."""
         try:
-            command = protocol.parse(text)
+            command = protocol.parse(text, self._depth)
         except ProtocolError as exc:
             conn.send(protocol.error(exc))
             return
@@ -362,7 +448,7 @@ class Node:
                 # Hold live frames from now on, until the subscription is set up.
                 if conn.pending is None:
                     conn.pending = {}
-                conn.pending[channel] = []
+                conn.pending[channel] = Held(MAX_HELD, self.settings.outbound_queue_bytes)
             # Register and confirm in one step, with no await between, so that no
             # message of this channel can reach the client before "subscribed".
             self.hub.add(conn, channel)
@@ -384,10 +470,10 @@ class Node:
 
     def _release_held(self, conn: Connection, channel: str, after: int | None) -> None:
         """Send the frames held during set-up, skipping durable ones at or below ``after``."""
-        held = conn.pending.pop(channel, []) if conn.pending is not None else []
+        held = conn.pending.pop(channel, None) if conn.pending is not None else None
         if conn.pending is not None and not conn.pending:
             conn.pending = None
-        for offset, frame in held:
+        for offset, frame in held.frames if held is not None else ():
             if offset is None or after is None or offset > after:
                 conn.send(frame)
 
@@ -398,34 +484,81 @@ class Node:
         request_id: int | None,
         since: protocol.Position | None,
     ) -> None:
-        """Read the position (and, with ``since``, the missed messages) of a durable
-        channel; send the replay, "subscribed", then what arrived meanwhile, by offset."""
-        cap = self.settings.recovery_max
+        """Read the position of a durable channel (and, with ``since``, replay what the
+        client missed, paced to what it reads); send "subscribed", then what arrived
+        meanwhile, by offset."""
+        # Recovery is a read of the history: where that is not readable, a client could
+        # claim offset 0 and read it all, so it recovers nothing.
+        readable = self.rules.options(channel).history_read
+        recovered: bool | None
         try:
-            if since is None:
-                read = await self.engine.read_history(channel, None, 1, reverse=True)
+            if since is not None and readable:
+                position, recovered = await self._recover(conn, channel, since)
             else:
-                read = await self.engine.read_history(channel, since.offset, cap)
+                (found,) = await self.engine.stream_positions([channel])
+                position, recovered = found or NO_HISTORY, None if since is None else False
         except EngineError as exc:
             logger.warning("reading the position of %s failed: %s", channel, exc)
             if conn.pending is not None:
                 conn.pending.pop(channel, None)
             await self._leave(conn, channel)
             raise unavailable(request_id) from None
-        position = read.position
-        # Recovery is a read of the history: where that is not readable, a client could
-        # claim offset 0 and read it all, so it recovers nothing.
-        readable = self.rules.options(channel).history_read
-        recovered = None if since is None else readable and can_recover(since, read, cap)
-        if recovered and since is not None:
-            for m in read.messages[: position.offset - since.offset]:
-                data = protocol.decode_payload(m.data)
-                conn.send(protocol.message(channel, data, m.offset, position.epoch))
         wire = protocol.Position(position.offset, position.epoch)
         conn.send(protocol.subscribed(channel, request_id, wire, recovered))
         self._release_held(conn, channel, position.offset)
-        if channel not in self._positions:
+        if channel not in self._positions and self.hub.has_subscribers(channel):
             self._positions[channel] = position
+
+    async def _recover(
+        self, conn: Connection, channel: str, since: protocol.Position
+    ) -> tuple[StreamPosition, bool]:
+        """Replay what the client missed after ``since``, page by page as its queue
+        drains, so a replay of any size within ``recovery_max`` completes without ever
+        taking the client over its outbound limit. Returns the position to announce
+        and whether the gap was closed.
+
+        Live messages keep arriving meanwhile and are held (``Held``); if more arrive
+        than may be held, the oldest held are dropped and the replay reads on from the
+        history until it meets what is still held. Every message sent is the next one;
+        a gap found midway (the history trimmed or cleared under a long replay) ends it
+        with ``recovered: false``, after messages that were all in order.
+        """
+        cap = self.settings.recovery_max
+        page = self.reply_bytes
+        read = await self.engine.read_history(channel, since.offset, cap, max_bytes=page)
+        if not can_recover(since, read, cap):
+            return read.position, False
+        epoch, last, sent = read.position.epoch, since.offset, 0
+        target = read.position.offset
+        try:
+            while True:
+                for m in read.messages:
+                    if m.offset != last + 1:
+                        raise _Unrecoverable
+                    data = protocol.payload_data(m.data, self._depth)
+                    conn.send(protocol.message(channel, data, m.offset, epoch))
+                    last, sent = m.offset, sent + 1
+                target = max(target, read.position.offset)
+                if self._caught_up(conn, channel, last, target):
+                    return StreamPosition(last, epoch), True
+                if sent >= 2 * cap or not await conn.wait_below(page):
+                    # Not keeping up with the live stream, or gone: stop honestly.
+                    raise _Unrecoverable
+                read = await self.engine.read_history(channel, last, cap, max_bytes=page)
+                if read.position.epoch != epoch or not read.messages:
+                    raise _Unrecoverable
+        except _Unrecoverable:
+            (found,) = await self.engine.stream_positions([channel])
+            return found or NO_HISTORY, False
+
+    @staticmethod
+    def _caught_up(conn: Connection, channel: str, last: int, target: int) -> bool:
+        """Whether the replay up to ``last`` meets the live messages held for the client."""
+        held = conn.pending.get(channel) if conn.pending is not None else None
+        if held is None or not held.overflowed:
+            return last >= target
+        first = held.first_offset()
+        return last >= target if first is None else last + 1 >= first
 
     async def unsubscribe(self, conn: Connection, channel: str, request_id: int | None) -> None:
         if channel not in conn.channels:
@@ -436,7 +569,11 @@ class Node:
     async def _leave(self, conn: Connection, channel: str) -> None:
         last = self.hub.remove(conn, channel)
         await self.presence.leave(channel, conn.id)
-        if not last:
+        if last:
+            await self._unsubscribe_if_unused(channel)
+
+    async def _unsubscribe_if_unused(self, channel: str) -> None:
+        if self.hub.has_subscribers(channel):
             return
         async with self._channel_lock(channel):
             if not self.hub.has_subscribers(channel):
@@ -463,11 +600,14 @@ class Node:
                     "this server has no JWT key configured, so it cannot verify tokens",
                     command.id,
                 )
-            conn.user, conn.info = command.user, self._info(command)
+            # Anonymous connections cannot set info: it would be broadcast to every
+            # member as if someone had vouched for it.
+            conn.user = command.user
+            conn.info = self._info(command) if command.user is not None else None
         elif command.token is not None:
             await self.authenticate(conn, command.token, command.id)
         elif self.settings.allow_anonymous and command.user is None:
-            conn.user, conn.info = None, self._info(command)
+            conn.user, conn.info = None, None
         else:
             raise auth.AuthError("a token is required", CloseCode.UNAUTHORIZED, command.id)
         conn.identified = True
@@ -575,10 +715,31 @@ class Node:
             page = await self.engine.presence_page(channel, cursor, limit)
         except EngineError:
             raise unavailable(request_id) from None
+        members: list[tuple[dict[str, Any], str]] = []
+        size = 0
+        for m in page:
+            size += len(m.key) + len(m.info or b"") + 64
+            if members and size > self.reply_bytes:
+                # Bounded in bytes as well as count: the cursor continues from here.
+                return [j for j, _ in members], protocol.encode_cursor(members[-1][1])
+            members.append((member_json(m, self._depth), m.key))
         next_cursor = protocol.encode_cursor(page[-1].key) if len(page) == limit else None
-        return [member_json(m) for m in page], next_cursor
+        return [j for j, _ in members], next_cursor
+
+    def _take_query(self, conn: Connection, request_id: int | None) -> None:
+        """Presence and history queries cost a Redis read and a large reply each: a
+        connection may make ``query_rate`` a second (``query_burst`` at once)."""
+        if conn.query_bucket is None:
+            conn.query_bucket = TokenBucket(self.settings.query_rate, self.settings.query_burst)
+        if not conn.query_bucket.take():
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"over {self.settings.query_rate:g} presence and history queries a second",
+                request_id,
+            )
 
     async def presence_query(self, conn: Connection, command: protocol.Presence) -> None:
+        self._take_query(conn, command.id)
         if command.channel not in conn.channels:
             raise ProtocolError(
                 ErrorCode.NOT_SUBSCRIBED, "subscribe to a channel to see its presence", command.id
@@ -602,7 +763,10 @@ class Node:
         Returns each channel's position: the offset and epoch on durable channels, None
         on the others. An idempotency key applies per durable channel.
         """
-        payload = protocol.encode_data(data)
+        try:
+            payload = protocol.encode_data(data)
+        except orjson.JSONEncodeError as exc:  # every path checks depth; belt and braces
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"data cannot be encoded: {exc}") from None
         durable = {c for c in channels if self.rules.options(c).durable}
         plain = [c for c in channels if c not in durable]
         if idempotency_key is not None and plain:
@@ -650,21 +814,35 @@ class Node:
         limit: int,
         reverse: bool,
         request_id: int | None = None,
-    ) -> tuple[protocol.Position, list[dict[str, Any]]]:
+    ) -> tuple[protocol.Position, list[dict[str, Any]], int | None]:
+        """Up to ``limit`` (at most ``recovery_max``) messages and at most a quarter of
+        ``outbound_queue_bytes`` of them, the position, and the ``since`` that continues
+        the read (None when there is nothing more)."""
         if not self.rules.options(channel).durable:
             raise ProtocolError(
                 ErrorCode.NOT_FOUND, f"{channel!r} is not a durable channel", request_id
             )
+        limit = min(limit, self.settings.recovery_max)
         try:
-            read = await self.engine.read_history(channel, since, limit, reverse)
+            read = await self.engine.read_history(
+                channel, since, limit, reverse, max_bytes=self.reply_bytes
+            )
         except EngineError:
             raise unavailable(request_id) from None
         messages = [
-            {"offset": m.offset, "data": protocol.decode_payload(m.data)} for m in read.messages
+            {"offset": m.offset, "data": protocol.payload_data(m.data, self._depth)}
+            for m in read.messages
         ]
-        return protocol.Position(read.position.offset, read.position.epoch), messages
+        next_since = None
+        if read.messages:
+            end = read.messages[-1].offset
+            more = end > read.first if reverse else end < read.position.offset
+            next_since = end if more else None
+        position = protocol.Position(read.position.offset, read.position.epoch)
+        return position, messages, next_since
 
     async def history_query(self, conn: Connection, command: protocol.History) -> None:
+        self._take_query(conn, command.id)
         if command.channel not in conn.channels:
             raise ProtocolError(
                 ErrorCode.NOT_SUBSCRIBED, "subscribe to a channel to read its history", command.id
@@ -673,10 +851,12 @@ class Node:
             raise ProtocolError(
                 ErrorCode.FORBIDDEN, "history of this channel is not readable", command.id
             )
-        position, messages = await self.history(
+        position, messages, next_since = await self.history(
             command.channel, command.since, command.limit, command.reverse, command.id
         )
-        conn.send(protocol.history_reply(command.channel, position, messages, command.id))
+        conn.send(
+            protocol.history_reply(command.channel, position, messages, next_since, command.id)
+        )
 
     async def clear_history(self, channel: str) -> protocol.Position:
         if not self.rules.options(channel).durable:
@@ -698,4 +878,6 @@ class Node:
             "channels": self.hub.channel_count,
             "messages_received": self.messages_received,
             "messages_delivered": self.messages_delivered,
+            "messages_dropped": self.messages_dropped,
+            "delivery_errors": self.delivery_errors,
         }

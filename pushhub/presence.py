@@ -24,6 +24,7 @@ from pushhub.channels import ChannelRules
 from pushhub.config import Settings
 from pushhub.engine.base import Engine, PresenceEntry
 from pushhub.errors import EngineError
+from pushhub.ratelog import RateLimitedLog
 
 logger = logging.getLogger("pushhub.presence")
 
@@ -53,6 +54,7 @@ class PresenceManager:
         self._leased = False
         self._lease_lost = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._errors = RateLimitedLog(logger)
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -90,11 +92,15 @@ class PresenceManager:
     async def _every(self, interval: float, step: Callable[[], Awaitable[None]]) -> None:
         while True:
             await asyncio.sleep(interval)
+            name = getattr(step, "__name__", "step")
             try:
                 await step()
             except EngineError as exc:
                 # The engine logs the outage itself; the next tick retries.
-                logger.debug("presence %s failed: %s", getattr(step, "__name__", step), exc)
+                logger.debug("presence %s failed: %s", name, exc)
+            except Exception:
+                # Supervised: a bug or a bad reply costs one tick, never the task.
+                self._errors.exception(name, "presence %s failed", name)
 
     # -- entries ---------------------------------------------------------------------
 

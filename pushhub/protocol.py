@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 import orjson
@@ -33,6 +34,10 @@ USER_RE = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
 #: Payloads pushhub publishes for itself (presence events) start with this byte, the
 #: ASCII record separator, which no JSON text and no sensible raw payload starts with.
 ENVELOPE = b"\x1e"
+
+#: The default of ``max_json_depth``: nesting deeper than real data ever needs, well
+#: within what orjson can write (254) and what recursive parsers survive.
+MAX_JSON_DEPTH = 64
 
 #: Members per presence page, by default and at most.
 PRESENCE_PAGE_DEFAULT = 100
@@ -126,6 +131,12 @@ def validate_channel(name: object, request_id: int | None = None) -> str:
         raise ProtocolError(
             ErrorCode.BAD_CHANNEL, "channel names starting with '__' are reserved", request_id
         )
+    if name.count("#") > 1:
+        # "name#owner" belongs to one user; with two, a rule such as notifications#*
+        # would match names a user could mint without end.
+        raise ProtocolError(
+            ErrorCode.BAD_CHANNEL, "a channel name holds at most one '#'", request_id
+        )
     return name
 
 
@@ -138,11 +149,44 @@ def _request_id(frame: dict[str, Any]) -> int | None:
     return rid
 
 
-def parse(text: str | bytes) -> Command:
+# -- JSON nesting ----------------------------------------------------------------------
+
+#: A JSON string, escapes included (the unrolled form: linear, no backtracking).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+#: Every byte but the four brackets, for ``bytes.translate`` to delete.
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+#: +1 for an opening bracket, -1 for a closing one, indexed by byte value.
+_DEPTH_STEP = [1 if b in b"[{" else -1 if b in b"]}" else 0 for b in range(256)]
+
+
+def json_depth(text: bytes | str) -> int:
+    """How deeply valid JSON ``text`` nests arrays and objects (a scalar is 0).
+
+    Runs at C speed: strings are cut out with one regex, the brackets left are summed.
+    """
+    raw = text.encode() if isinstance(text, str) else text
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
+
+
+def too_deep(text: bytes | str, limit: int) -> bool:
+    """Whether valid JSON ``text`` nests deeper than ``limit``. Two ``count`` calls
+    decide nearly every real payload; only one with more brackets than the limit is
+    scanned."""
+    if isinstance(text, str):
+        if text.count("[") + text.count("{") <= limit:
+            return False
+    elif text.count(b"[") + text.count(b"{") <= limit:
+        return False
+    return json_depth(text) > limit
+
+
+def parse(text: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Command:
     """Parse one client text frame into a command, or raise ``ProtocolError``.
 
     The error carries the frame's ``id`` whenever the frame got far enough to have one,
-    so the client can match the error to its request.
+    so the client can match the error to its request. A frame's data may nest
+    ``max_depth`` levels (the frame object itself is one more).
     """
     try:
         frame = orjson.loads(text)
@@ -150,6 +194,12 @@ def parse(text: str | bytes) -> Command:
         raise ProtocolError(ErrorCode.BAD_JSON, f"frame is not valid JSON: {exc}") from None
     if not isinstance(frame, dict):
         raise ProtocolError(ErrorCode.BAD_FRAME, "frame must be a JSON object")
+    if too_deep(text, max_depth + 1):
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            f"frame nests deeper than {max_depth} levels",
+            frame.get("id") if type(frame.get("id")) is int else None,
+        )
     rid = _request_id(frame)
     kind = frame.get("type")
     if kind == "subscribe":
@@ -214,7 +264,12 @@ def parse_position(raw: object, request_id: int | None = None) -> Position:
         )
     offset = parse_offset(raw.get("offset"), request_id)
     epoch = raw.get("epoch")
-    if offset is None or not isinstance(epoch, str) or not 1 <= len(epoch) <= 64:
+    # The empty epoch, with offset 0, is the position of a channel that had no history.
+    if (
+        offset is None
+        or not isinstance(epoch, str)
+        or not (1 <= len(epoch) <= 64 or (not epoch and not offset))
+    ):
         raise ProtocolError(
             ErrorCode.BAD_REQUEST, 'since must be {"offset": N, "epoch": "..."}', request_id
         )
@@ -233,15 +288,19 @@ def parse_idempotency_key(raw: object, request_id: int | None = None) -> str | N
     return raw
 
 
-def parse_envelope(payload: bytes) -> tuple[dict[str, Any], bytes | None] | None:
-    """Split an envelope into its JSON header and, for a durable message, the payload."""
+def parse_envelope(
+    payload: bytes, max_depth: int = MAX_JSON_DEPTH
+) -> tuple[dict[str, Any], bytes | None] | None:
+    """Split an envelope into its JSON header and, for a durable message, the payload.
+    None for anything pushhub would not have written (not JSON, not an object, nested
+    deeper than a header with presence info can be)."""
     newline = payload.find(b"\n")
     head = payload[len(ENVELOPE) : newline if newline >= 0 else None]
     try:
         header = orjson.loads(head)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(header, dict):
+    if not isinstance(header, dict) or too_deep(head, max_depth + 1):
         return None
     return header, (payload[newline + 1 :] if newline >= 0 else None)
 
@@ -338,9 +397,11 @@ def message_envelope(offset: int, epoch: str, payload: bytes) -> bytes:
     return ENVELOPE + header + b"\n" + payload
 
 
-def event_from_envelope(channel: str, payload: bytes) -> str | None:
+def event_from_envelope(
+    channel: str, payload: bytes, max_depth: int = MAX_JSON_DEPTH
+) -> str | None:
     """The frame for a presence envelope, or None if the envelope is not one we know."""
-    parsed = parse_envelope(payload)
+    parsed = parse_envelope(payload, max_depth)
     if parsed is None:
         return None
     env = parsed[0]
@@ -349,7 +410,8 @@ def event_from_envelope(channel: str, payload: bytes) -> str | None:
         return None
     obj: dict[str, Any] = {"type": kind, "channel": channel, **member_fields(member)}
     if kind == "join":
-        obj["info"] = env.get("i")
+        info = env.get("i")
+        obj["info"] = info if isinstance(info, dict) else None
     return _frame(obj)
 
 
@@ -387,16 +449,31 @@ def server_ping() -> str:
     return _frame({"type": "ping"})
 
 
-def decode_payload(raw: bytes) -> Any:
-    """The ``data`` of a message published as raw bytes (for instance by redis-cli).
+def payload_data(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> orjson.Fragment | str:
+    """The ``data`` of a message published as raw bytes (by redis-cli, HTTP or a client).
 
-    A payload that is valid JSON is delivered as that JSON value; anything else is
-    delivered as a string, with bytes that are not UTF-8 replaced by U+FFFD.
+    A payload that is valid JSON nested at most ``max_depth`` levels is delivered as
+    that JSON, its original bytes spliced into the frame (never decoded and encoded
+    again, so nothing about it can fail on the way out); anything else is delivered as
+    a string, with bytes that are not UTF-8 replaced by U+FFFD.
     """
     try:
-        return orjson.loads(raw)
+        orjson.loads(raw)
     except orjson.JSONDecodeError:
         return raw.decode("utf-8", errors="replace")
+    if too_deep(raw, max_depth):
+        return raw.decode()  # valid JSON is valid UTF-8
+    if b"\n" in raw:
+        # A newline in valid JSON is whitespace between tokens, and server frames are
+        # split on newlines (docs/protocol.md): make it a space.
+        raw = raw.replace(b"\n", b" ")
+    return orjson.Fragment(raw)
+
+
+def decode_payload(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``payload_data`` as a Python value, for callers that need one (tests, tools)."""
+    data = payload_data(raw, max_depth)
+    return data if isinstance(data, str) else orjson.loads(raw)
 
 
 def encode_data(data: Any) -> bytes:
@@ -446,7 +523,11 @@ def published(channel: str, request_id: int | None, position: Position | None) -
 
 
 def history_reply(
-    channel: str, position: Position, messages: list[dict[str, Any]], request_id: int | None
+    channel: str,
+    position: Position,
+    messages: list[dict[str, Any]],
+    next_since: int | None,
+    request_id: int | None,
 ) -> str:
     return _with_id(
         {
@@ -455,6 +536,7 @@ def history_reply(
             "offset": position.offset,
             "epoch": position.epoch,
             "messages": messages,
+            "next_since": next_since,
         },
         request_id,
     )

@@ -43,7 +43,8 @@ Durable channels (see docs/durability.md), those the channel rules mark ``durabl
 * A given idempotency key publishes once; a retry answers the first position.
 * The epoch names one life of a channel's history. A history lost (expired, cleared,
   Redis data lost) comes back under a new epoch with offsets from 1 again.
-* Reading the history of a channel that has none creates its epoch (offset 0).
+* Reading the history of a channel that has none writes nothing and answers
+  ``NO_HISTORY``: offset 0 and the empty epoch. The epoch is made by the first publish.
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ class PresenceEntry:
 class StreamPosition:
     offset: int
     epoch: str
+
+
+#: The position of a channel that has no history (never published, expired, lost).
+NO_HISTORY = StreamPosition(0, "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,10 +191,17 @@ class Engine(Protocol):
         """Append and publish atomically; the position the message was given."""
 
     async def read_history(
-        self, channel: str, after: int | None, limit: int, reverse: bool = False
+        self,
+        channel: str,
+        after: int | None,
+        limit: int,
+        reverse: bool = False,
+        max_bytes: int = 0,
     ) -> HistoryRead:
         """Up to ``limit`` kept messages with offsets above ``after`` (oldest first), or
-        below it with ``reverse`` (newest first), with the position, in one atomic read."""
+        below it with ``reverse`` (newest first), with the position, in one atomic read.
+        With ``max_bytes``, messages stop once their data would pass it (at least one is
+        returned when any is kept). Writes nothing."""
 
     async def clear_history(self, channel: str) -> StreamPosition:
         """Drop the channel's history and start a new epoch."""

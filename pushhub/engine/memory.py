@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from pushhub.channels import ChannelRule, ChannelRules
 from pushhub.engine.base import (
+    NO_HISTORY,
     Engine,
     HistoryMessage,
     HistoryRead,
@@ -309,15 +310,29 @@ class MemoryEngine:
         return position
 
     async def read_history(
-        self, channel: str, after: int | None, limit: int, reverse: bool = False
+        self,
+        channel: str,
+        after: int | None,
+        limit: int,
+        reverse: bool = False,
+        max_bytes: int = 0,
     ) -> HistoryRead:
         self._require_started()
-        stream = self._broker.stream(channel, self._rules.options(channel).history_ttl)
+        stream = self._broker.streams.get(channel)
+        if stream is None or stream.expires <= self._broker.clock():
+            return HistoryRead(NO_HISTORY, 0, [])  # a read creates nothing
         entries = list(stream.entries)
         if reverse:
             chosen = [e for e in reversed(entries) if after is None or e[0] < after][:limit]
         else:
             chosen = [e for e in entries if after is None or e[0] > after][:limit]
+        if max_bytes:
+            used = 0
+            for i, (_, data) in enumerate(chosen):
+                if i and used + len(data) > max_bytes:
+                    chosen = chosen[:i]
+                    break
+                used += len(data)
         first = entries[0][0] if entries else 0
         return HistoryRead(
             StreamPosition(stream.offset, stream.epoch),

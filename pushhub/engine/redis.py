@@ -42,6 +42,7 @@ from pushhub.engine.base import (
     StreamPosition,
 )
 from pushhub.errors import EngineError, EngineUnavailable
+from pushhub.ratelog import RateLimitedLog
 
 logger = logging.getLogger("pushhub.engine.redis")
 
@@ -138,6 +139,7 @@ class RedisEngine:
         self._probe_channel = f"__pushhub__.probe.{node_id}"
         self._backoff = backoff or Backoff(base=0.1, cap=5.0)
         self._handler: MessageHandler | None = None
+        self._errors = RateLimitedLog(logger)
         self._wanted: set[str] = set()  # channels the node holds
         self._live: set[str] = set()  # confirmed on the current connection
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -266,7 +268,12 @@ class RedisEngine:
             await conn.send_command("SUBSCRIBE", *channels[start : start + RESUBSCRIBE_BATCH])
         while True:
             reply = await conn.read_response(timeout=math.inf, push_request=True)
-            self._dispatch(reply)
+            try:
+                self._dispatch(reply)
+            except Exception:
+                # Supervised: the reader ends only with its connection. Whatever one
+                # reply raises is logged (rate-limited) and the next one is read.
+                self._errors.exception("dispatch", "handling a Redis Pub/Sub reply failed")
 
     def _dispatch(self, reply: Any) -> None:
         if not isinstance(reply, list) or len(reply) < 3:
@@ -555,11 +562,16 @@ class RedisEngine:
         return str(self._rules.options(channel).history_ttl * 1000)
 
     async def read_history(
-        self, channel: str, after: int | None, limit: int, reverse: bool = False
+        self,
+        channel: str,
+        after: int | None,
+        limit: int,
+        reverse: bool = False,
+        max_bytes: int = 0,
     ) -> HistoryRead:
         self._require_functions()
         args = ["" if after is None else str(after), str(limit), "1" if reverse else "0"]
-        args += [self._ttl_ms(channel), self._prefix]
+        args += [self._ttl_ms(channel), self._prefix, str(max_bytes)]
         flat = await self._call(self._client.fcall("pushhub_history", 1, channel, *args))
         messages = [HistoryMessage(int(flat[i]), flat[i + 1]) for i in range(3, len(flat), 2)]
         return HistoryRead(StreamPosition(int(flat[1]), flat[0].decode()), int(flat[2]), messages)

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 import pytest
 
 from pushhub.channels import ChannelOptions, ChannelRule
-from pushhub.engine.base import Engine, HistoryMessage, HistoryRead, StreamPosition
+from pushhub.engine.base import (
+    NO_HISTORY,
+    Engine,
+    HistoryMessage,
+    HistoryRead,
+    StreamPosition,
+)
 from pushhub.engine.memory import MemoryBroker, MemoryEngine
 from pushhub.engine.redis import RedisEngine
 from pushhub.errors import EngineError
@@ -341,6 +347,26 @@ async def test_reverse_history_pages_backward_below_an_offset_newest_first(
     assert newest.messages == [HistoryMessage(10, b"m10")]
 
 
+async def test_history_reads_stop_at_a_byte_budget_but_always_give_one_message(
+    publisher: Node, subscriber: Node
+) -> None:
+    for i in range(1, 7):
+        await publisher.engine.publish_durable("user:bytes", b"%d" % i * 100)  # 100 bytes each
+
+    forward = await subscriber.engine.read_history("user:bytes", None, 10, max_bytes=250)
+    backward = await subscriber.engine.read_history(
+        "user:bytes", None, 10, reverse=True, max_bytes=300
+    )
+    tiny = await subscriber.engine.read_history("user:bytes", 2, 10, max_bytes=1)
+    unbounded = await subscriber.engine.read_history("user:bytes", None, 10, max_bytes=0)
+
+    assert offsets(forward) == [1, 2]
+    assert offsets(backward) == [6, 5, 4]
+    assert offsets(tiny) == [3]
+    assert offsets(unbounded) == [1, 2, 3, 4, 5, 6]
+    assert forward.position == backward.position == tiny.position
+
+
 async def test_reading_past_the_newest_offset_gives_no_messages_and_the_position(
     publisher: Node,
 ) -> None:
@@ -351,25 +377,21 @@ async def test_reading_past_the_newest_offset_gives_no_messages_and_the_position
     assert read == HistoryRead(positions[-1], 1, [])
 
 
-async def test_reading_a_channel_without_history_creates_its_epoch_at_offset_zero(
+async def test_reading_a_channel_without_history_writes_nothing_and_answers_no_history(
     publisher: Node, start_node: StartNode
 ) -> None:
     assert await publisher.engine.stream_positions(["user:new"]) == [None]
 
     read = await publisher.engine.read_history("user:new", None, 10)
 
-    assert read.position.offset == 0
-    assert read.position.epoch
-    assert read.first == 0
-    assert read.messages == []
-    # The epoch now exists for every node, and the first publish continues it.
+    assert read == HistoryRead(NO_HISTORY, 0, [])
+    # Nothing was created: no node sees an epoch, and the first publish makes one.
     other = await start_node()
-    assert await other.engine.stream_positions(["user:new"]) == [read.position]
-    again = await other.engine.read_history("user:new", None, 10, reverse=True)
-    assert again == read
-    assert await other.engine.publish_durable("user:new", b"x") == StreamPosition(
-        1, read.position.epoch
-    )
+    assert await other.engine.stream_positions(["user:new"]) == [None]
+    assert await other.engine.read_history("user:new", None, 10, reverse=True) == read
+    first = await other.engine.publish_durable("user:new", b"x")
+    assert first.offset == 1
+    assert first.epoch
 
 
 async def test_clear_history_starts_a_new_epoch_at_offset_zero_and_publishes_restart_at_one(
@@ -495,12 +517,11 @@ async def test_after_the_store_loses_its_data_the_next_read_has_a_new_epoch(
     assert await publisher.engine.stream_positions(["user:lost"]) == [None]
     read = await publisher.engine.read_history("user:lost", None, 10)
 
-    assert read.position.offset == 0
-    assert read.position.epoch != old[-1].epoch
-    assert (read.first, read.messages) == (0, [])
-    # The idempotency record went with the rest: the retry lands, in the new epoch.
+    assert read == HistoryRead(NO_HISTORY, 0, [])
+    # The idempotency record went with the rest: the retry lands, in a new epoch.
     retried = await publisher.engine.publish_durable("user:lost", b"k", "retry-me")
-    assert retried == StreamPosition(1, read.position.epoch)
+    assert retried.offset == 1
+    assert retried.epoch not in (old[-1].epoch, "")
     assert retried != idem
 
 
@@ -584,13 +605,10 @@ async def test_memory_history_expires_ttl_after_the_last_publish_into_a_new_epoc
     clock.advance(1.5)
 
     assert await engine.stream_positions(["user:ttl"]) == [None]
-    gone = await engine.read_history("user:ttl", None, 10)
-    assert gone.position.offset == 0
-    assert gone.position.epoch != first.epoch
-    assert (gone.first, gone.messages) == (0, [])
-    assert await engine.publish_durable("user:ttl", b"three") == StreamPosition(
-        1, gone.position.epoch
-    )
+    assert await engine.read_history("user:ttl", None, 10) == HistoryRead(NO_HISTORY, 0, [])
+    third = await engine.publish_durable("user:ttl", b"three")
+    assert third.offset == 1
+    assert third.epoch not in (first.epoch, "")
     await engine.close()
 
 
@@ -667,12 +685,16 @@ async def test_redis_publish_extends_the_ttl_of_stream_and_meta(
         assert 5000 < pttl(redis_server, key) <= TTL * 1000
 
 
-async def test_redis_reading_a_channel_without_history_gives_its_meta_the_history_ttl(
+async def test_redis_reading_a_channel_without_history_writes_no_key(
     redis_server: RedisServer, redis_node: Node
 ) -> None:
-    await redis_node.engine.read_history("small:fresh", None, 10)
+    keys_before = redis_server.cli("DBSIZE").strip()
 
-    assert 0 < pttl(redis_server, f"{PREFIX}meta:{{small:fresh}}") <= TTL * 1000
+    await redis_node.engine.read_history("small:fresh", None, 10)
+    await redis_node.engine.read_history("small:fresh", 3, 10, reverse=True)
+
+    assert redis_server.cli("KEYS", f"{PREFIX}*small:fresh*").strip() == ""
+    assert redis_server.cli("DBSIZE").strip() == keys_before
 
 
 async def test_redis_history_whose_meta_expired_comes_back_under_a_new_epoch(
@@ -684,10 +706,13 @@ async def test_redis_history_whose_meta_expired_comes_back_under_a_new_epoch(
     redis_server.cli("DEL", f"{PREFIX}meta:{{user:ttl}}")
 
     read = await redis_node.engine.read_history("user:ttl", None, 10)
-
-    assert read.position.offset == 0
-    assert read.position.epoch != old[-1].epoch
-    assert (read.first, read.messages) == (0, [])
+    assert read == HistoryRead(NO_HISTORY, 0, [])
+    after = await redis_node.engine.publish_durable("user:ttl", b"new life")
+    assert after.offset == 1
+    assert after.epoch != old[-1].epoch
+    assert await redis_node.engine.read_history("user:ttl", None, 10) == HistoryRead(
+        after, 1, [HistoryMessage(1, b"new life")]
+    )
 
 
 async def test_redis_idempotency_record_is_named_after_channel_and_key_and_lives_its_ttl(

@@ -274,8 +274,18 @@ def test_unknown_key_in_the_toml_file_is_refused_naming_key_value_and_file(
 
     message = config_error({"config": path})
 
-    assert message.startswith(f"prot (in {path})=8000")
+    assert message.startswith(f"prot (in {path})=")
     assert "known setting" in message
+
+
+def test_an_unknown_key_in_the_toml_file_never_echoes_its_value(tmp_path: Path) -> None:
+    # A misspelt secret must not reach the log through the error that names it.
+    path = write_toml(tmp_path, 'jwt_secrte = "s3cr3t-value-that-must-not-leak-0123456789"\n')
+
+    message = config_error({"config": path})
+
+    assert message.startswith(f"jwt_secrte (in {path})=")
+    assert "s3cr3t" not in message
 
 
 @pytest.mark.parametrize("kind", ["missing", "directory"])

@@ -26,6 +26,10 @@ class GatedSender:
         self.sent: list[str] = []
         self.closes: list[tuple[int, str]] = []
         self.close_called = asyncio.Event()
+        #: Closed: the close frame never gets through (a peer that stopped reading).
+        self.close_gate = asyncio.Event()
+        self.close_gate.set()
+        self.aborted = 0
         self._progress = asyncio.Condition()
 
     async def send_text(self, text: str) -> None:
@@ -40,6 +44,10 @@ class GatedSender:
     async def close(self, code: int, reason: str) -> None:
         self.closes.append((code, reason))
         self.close_called.set()
+        await self.close_gate.wait()
+
+    def abort(self) -> None:
+        self.aborted += 1
 
     async def wait_attempted(self, count: int) -> None:
         """Wait until the writer has started ``count`` sends."""
@@ -61,10 +69,20 @@ async def connect() -> AsyncIterator[Make]:
     made: list[Connection] = []
 
     def make(
-        *, max_queue_bytes: int = 1024 * 1024, open_gate: bool = True
+        *,
+        max_queue_bytes: int = 1024 * 1024,
+        open_gate: bool = True,
+        on_close: Callable[[Connection], None] | None = None,
+        close_timeout: float = 2.0,
     ) -> tuple[Connection, GatedSender]:
         sender = GatedSender(open_gate=open_gate)
-        conn = Connection(f"c{len(made)}", sender, max_queue_bytes)
+        conn = Connection(
+            f"c{len(made)}",
+            sender,
+            max_queue_bytes,
+            on_close=on_close,
+            close_timeout=close_timeout,
+        )
         made.append(conn)
         return conn, sender
 
@@ -326,3 +344,142 @@ async def test_failing_transport_stops_the_writer_without_raising() -> None:
     async with asyncio.timeout(2):
         await conn.wait_closed()
     assert sender.sent == ["one"]
+
+
+# -- a decided close is final at once ------------------------------------------------------
+
+
+async def test_a_decided_close_tells_the_owner_once_at_once(connect: Make) -> None:
+    told: list[Connection] = []
+    conn, _ = connect(on_close=told.append)
+
+    conn.close(CloseCode.SLOW, "slow consumer")
+    conn.close(CloseCode.SLOW, "again")
+    conn.closed()
+
+    assert told == [conn]
+
+
+async def test_a_socket_gone_without_a_decided_close_tells_the_owner_too(connect: Make) -> None:
+    told: list[Connection] = []
+    conn, _ = connect(on_close=told.append)
+
+    conn.closed()
+
+    assert told == [conn]
+
+
+async def test_a_close_frame_the_peer_never_takes_ends_in_an_abort_after_close_timeout(
+    connect: Make,
+) -> None:
+    conn, sender = connect(close_timeout=0.05)
+    sender.close_gate.clear()
+
+    conn.close(CloseCode.SLOW, "slow consumer")
+    async with asyncio.timeout(2):
+        while not sender.aborted:
+            await asyncio.sleep(0.01)
+
+    assert sender.closes == [(CloseCode.SLOW, "slow consumer")]
+    assert sender.aborted == 1
+
+
+async def test_a_flushing_close_spends_at_most_close_timeout_in_all(connect: Make) -> None:
+    conn, sender = connect(open_gate=False, close_timeout=0.1)
+    sender.close_gate.clear()
+    conn.send("stuck")
+    await sender.wait_attempted(1)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    conn.close(CloseCode.TOKEN_EXPIRED, "token expired", flush=True)
+    async with asyncio.timeout(2):
+        while not sender.aborted:
+            await asyncio.sleep(0.01)
+
+    assert loop.time() - started < 1.0
+
+
+async def test_wait_below_returns_once_the_queue_drains(connect: Make) -> None:
+    conn, sender = connect(open_gate=False)
+    conn.send("x" * 1000)
+    await sender.wait_attempted(1)
+    conn.send("y" * 1000)
+    waiter = asyncio.create_task(conn.wait_below(100))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+
+    sender.gate.set()
+
+    async with asyncio.timeout(2):
+        assert await waiter is True
+    assert conn.queued_bytes <= 100
+
+
+async def test_wait_below_gives_false_when_the_connection_closes_meanwhile(
+    connect: Make,
+) -> None:
+    conn, sender = connect(open_gate=False)
+    conn.send("x" * 1000)
+    await sender.wait_attempted(1)
+    conn.send("y" * 1000)
+    waiter = asyncio.create_task(conn.wait_below(10))
+    await asyncio.sleep(0)
+
+    conn.closed()
+
+    async with asyncio.timeout(2):
+        assert await waiter is False
+
+
+async def test_one_failing_flush_does_not_cost_the_other_connections_theirs(
+    connect: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pushhub.connection import Outbox
+
+    outbox = Outbox()
+    good_sender, bad_sender = GatedSender(), GatedSender()
+    bad = Connection("bad", bad_sender, 1 << 20, outbox)
+    good = Connection("good", good_sender, 1 << 20, outbox)
+
+    original = Connection.flush
+
+    def flush(self: Connection) -> None:
+        if self.id == "bad":
+            raise RuntimeError("a bug in one client's flush")
+        original(self)
+
+    monkeypatch.setattr(Connection, "flush", flush)
+    bad.send("a")
+    good.send("b")
+    await good_sender.wait_sent(1)
+
+    assert good_sender.sent == ["b"]
+    # The failed one is not stuck "dirty": its next frame is flushed again.
+    monkeypatch.undo()
+    bad.send("c")
+    await bad_sender.wait_sent(1)
+    assert bad_sender.sent == ["a\nc"]
+    for conn in (bad, good):
+        conn.closed()
+        await conn.wait_closed()
+
+
+def test_held_frames_past_their_bound_keep_the_newest_and_say_so() -> None:
+    from pushhub.connection import Held
+
+    held = Held(max_frames=3, max_bytes=1000)
+    for offset in range(1, 4):
+        held.add(offset, f"m{offset}")
+    assert not held.overflowed
+
+    held.add(4, "m4")
+
+    assert held.overflowed
+    assert held.frames == [(4, "m4")]
+    assert held.first_offset() == 4
+    big = Held(max_frames=100, max_bytes=10)
+    big.add(None, "join")
+    big.add(7, "x" * 20)
+    assert big.overflowed
+    assert big.first_offset() == 7

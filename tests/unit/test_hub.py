@@ -25,6 +25,9 @@ class RecordingSender:
     async def close(self, code: int, reason: str) -> None:
         self.closes.append((code, reason))
 
+    def abort(self) -> None:
+        raise AssertionError("a hub test never aborts a socket")
+
     async def next_frame(self) -> str:
         async with asyncio.timeout(2):
             return await self.frames.get()

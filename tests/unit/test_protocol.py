@@ -233,3 +233,99 @@ def test_server_frame_is_compact_json_on_one_line(encoded: str, expected: object
 def test_coalesced_frames_split_back_into_the_original_events() -> None:
     frames = [protocol.message("a", TRICKY), protocol.pong(1), protocol.message("b", "x\ny")]
     assert "\n".join(frames).split("\n") == frames
+
+
+# -- JSON nesting and payload pass-through -------------------------------------------------
+
+
+def nested(depth: int, inner: str = "") -> str:
+    return "[" * depth + inner + "]" * depth
+
+
+@pytest.mark.parametrize(
+    ("text", "depth"),
+    [
+        ("1", 0),
+        ('"[[[["', 0),
+        ("[]", 1),
+        ('[[1],{"a":[2]}]', 3),
+        ('["\\"[[", [[]]]', 3),
+        ('{"a\\\\":[[[]]]}', 4),
+        (nested(254), 254),
+        (nested(900), 900),
+    ],
+)
+def test_json_depth_counts_brackets_outside_strings(text: str, depth: int) -> None:
+    assert protocol.json_depth(text) == depth
+    assert protocol.json_depth(text.encode()) == depth
+
+
+def test_too_deep_decides_from_counts_and_scans_only_bracket_heavy_text() -> None:
+    assert not protocol.too_deep(nested(64), 64)
+    assert protocol.too_deep(nested(65), 64)
+    # Many brackets side by side are not deep.
+    assert not protocol.too_deep("[" + ",".join(["[1]"] * 500) + "]", 64)
+
+
+def test_a_json_payload_is_spliced_into_the_frame_byte_for_byte() -> None:
+    raw = b'{"orderId":"123","big":123456789012345678901234567890,"x":1.50}'
+
+    frame = protocol.message("order:updates", protocol.payload_data(raw))
+
+    assert frame == '{"type":"message","channel":"order:updates","data":' + raw.decode() + "}"
+
+
+@pytest.mark.parametrize("depth", [254, 255, 900, 1024, 1025])
+def test_a_payload_nested_deeper_than_the_limit_is_delivered_as_its_text(depth: int) -> None:
+    raw = nested(depth).encode()
+
+    frame = protocol.message("c", protocol.payload_data(raw, max_depth=64))
+
+    assert orjson.loads(frame)["data"] == raw.decode()
+
+
+def test_newlines_inside_a_json_payload_become_spaces_so_frames_stay_one_line() -> None:
+    frame = protocol.message("c", protocol.payload_data(b'{"a":\n1,\r\n"b":"x\\ny"}'))
+
+    assert "\n" not in frame
+    assert orjson.loads(frame)["data"] == {"a": 1, "b": "x\ny"}
+
+
+def test_a_frame_nested_deeper_than_the_limit_is_refused_with_its_id() -> None:
+    frame = '{"type":"publish","channel":"c","id":7,"data":' + nested(65) + "}"
+
+    with pytest.raises(ProtocolError) as info:
+        protocol.parse(frame, max_depth=64)
+
+    assert (info.value.code, info.value.request_id) == (ErrorCode.BAD_REQUEST, 7)
+    accepted = protocol.parse(frame, max_depth=65)
+    assert isinstance(accepted, protocol.Publish)
+    assert accepted.id == 7
+
+
+def test_an_envelope_nested_too_deep_is_not_one_pushhub_wrote() -> None:
+    deep = b'\x1e{"t":"join","m":"u:x","i":' + nested(300).encode() + b"}"
+
+    assert protocol.parse_envelope(deep) is None
+    assert protocol.event_from_envelope("c", deep) is None
+
+
+def test_a_join_envelope_whose_info_is_not_an_object_shows_no_info() -> None:
+    event = protocol.event_from_envelope("c", b'\x1e{"t":"join","m":"u:x","i":[1,2]}')
+
+    assert event is not None
+    assert orjson.loads(event) == {"type": "join", "channel": "c", "user": "x", "info": None}
+
+
+@pytest.mark.parametrize("channel", ["a#b#c", "notifications#x#alice", "##"])
+def test_a_channel_name_with_more_than_one_hash_is_refused(channel: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        protocol.validate_channel(channel)
+
+    assert info.value.code is ErrorCode.BAD_CHANNEL
+
+
+def test_the_empty_epoch_is_a_position_only_at_offset_zero() -> None:
+    assert protocol.parse_position({"offset": 0, "epoch": ""}) == protocol.Position(0, "")
+    with pytest.raises(ProtocolError):
+        protocol.parse_position({"offset": 3, "epoch": ""})

@@ -96,8 +96,17 @@ def test_a_hole_in_the_messages_does_not_recover() -> None:
     assert not can_recover(since(4), read(10, [5, 6, 8, 9, 10]), CAP)
 
 
-def test_fewer_messages_than_missed_do_not_recover() -> None:
-    assert not can_recover(since(4), read(10, range(5, 9)), CAP)
+def test_a_first_page_shorter_than_the_gap_recovers_the_rest_page_by_page() -> None:
+    # A page bounded in bytes holds fewer messages than were missed; the node reads on.
+    assert can_recover(since(4), read(10, range(5, 9)), CAP)
+
+
+def test_an_empty_first_page_does_not_recover_a_gap() -> None:
+    assert not can_recover(since(4), read(10, []), CAP)
+
+
+def test_a_first_page_that_does_not_start_right_after_since_does_not_recover() -> None:
+    assert not can_recover(since(4), read(10, range(6, 11)), CAP)
 
 
 def test_messages_out_of_order_do_not_recover() -> None:
@@ -366,6 +375,7 @@ def test_an_envelope_with_an_unreadable_header_parses_to_none(raw: bytes) -> Non
                 "user:1",
                 Position(11, EPOCH),
                 [{"offset": 10, "data": {"a": 1}}, {"offset": 11, "data": "x\ny"}],
+                9,
                 7,
             ),
             {
@@ -374,12 +384,20 @@ def test_an_envelope_with_an_unreadable_header_parses_to_none(raw: bytes) -> Non
                 "offset": 11,
                 "epoch": EPOCH,
                 "messages": [{"offset": 10, "data": {"a": 1}}, {"offset": 11, "data": "x\ny"}],
+                "next_since": 9,
                 "id": 7,
             },
         ),
         (
-            protocol.history_reply("user:1", Position(0, EPOCH), [], None),
-            {"type": "history", "channel": "user:1", "offset": 0, "epoch": EPOCH, "messages": []},
+            protocol.history_reply("user:1", Position(0, EPOCH), [], None, None),
+            {
+                "type": "history",
+                "channel": "user:1",
+                "offset": 0,
+                "epoch": EPOCH,
+                "messages": [],
+                "next_since": None,
+            },
         ),
         (
             protocol.unsubscribed("user:1", None, reason="recover"),

@@ -103,12 +103,17 @@ local function ttl_for(channel, given)
 end
 
 local function history(keys, args)
-  -- args: after ('' for the start), limit, reverse ('1' for newest first), [ttl ms, prefix]
+  -- args: after ('' for the start), limit, reverse ('1' for newest first),
+  --       [ttl ms (unused, kept for older callers), prefix, max bytes]
+  -- A read writes nothing: a channel without history answers epoch '' and offset 0, so
+  -- reading (or subscribing to) names that were never published leaves no keys behind.
+  -- With max bytes, entries stop once their data would pass it (at least one is given),
+  -- so a reply is bounded in bytes as well as in count.
   local channel, after, limit, reverse = keys[1], args[1], tonumber(args[2]), args[3] == '1'
-  local ttl = ttl_for(channel, args[4])
-  local prefix = args[5]
-  local stream, meta = keys_for(channel, prefix)
-  local epoch = ensure_meta(stream, meta, ttl)
+  local stream, meta = keys_for(channel, args[5])
+  local budget = tonumber(args[6] or '') or 0
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if not epoch then return {'', 0, 0} end
   local top = tonumber(redis.call('HGET', meta, 'offset'))
   local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
   local first = 0
@@ -124,9 +129,13 @@ local function history(keys, args)
     entries = redis.call('XRANGE', stream, lo, '+', 'COUNT', limit)
   end
   local out = {epoch, top, first}
+  local used = 0
   for _, e in ipairs(entries) do
+    local data = e[2][2]
+    if budget > 0 and #out > 3 and used + #data > budget then break end
+    used = used + #data
     out[#out + 1] = tonumber(string.match(e[1], '^(%d+)'))
-    out[#out + 1] = e[2][2]
+    out[#out + 1] = data
   end
   return out
 end
