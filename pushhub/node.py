@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -135,7 +137,13 @@ class Node:
         await self.engine.start(self._on_payload, self._on_resubscribe)
         await self.presence.start()
         self._spawn(self._heartbeat())
-        logger.info("node %s started with the %s engine", self.id, self.engine.name)
+        logger.info(
+            "node %s started with the %s engine (host %s, pid %d)",
+            self.id,
+            self.engine.name,
+            socket.gethostname(),
+            os.getpid(),
+        )
 
     async def close(self) -> None:
         for task in tuple(self._tasks):

@@ -3,7 +3,8 @@
 /** Any JSON value: what `data` of a message may be. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
-/** A durable channel's position: the last message processed. */
+/** A durable channel's position: the last message processed. The epoch is "" (with
+ * offset 0) for a channel that had no history yet. */
 export interface Position {
   offset: number;
   epoch: string;
@@ -27,6 +28,9 @@ export interface History {
   offset: number;
   epoch: string;
   messages: { offset: number; data: Json }[];
+  /** Pass as `since` (same `reverse`) to read on; null when there is nothing more. A
+   * reply holds at most `recovery_max` messages and a quarter of the outbound queue. */
+  next_since: number | null;
 }
 
 export interface Published {

@@ -316,10 +316,17 @@ export class Pushhub extends Emitter {
     return reply;
   }
 
-  /** A durable channel's kept messages: {offset, epoch, messages}. Subscribe first. */
+  /** A durable channel's kept messages: {offset, epoch, messages, next_since}. A reply
+   * holds at most recovery_max messages and a bounded number of bytes; pass next_since
+   * as `since` for the rest (null: nothing more). Subscribe first. */
   async history(channel, { since, limit, reverse } = {}) {
     const reply = await this.#request({ type: "history", channel, since, limit, reverse });
-    return { offset: reply.offset, epoch: reply.epoch, messages: reply.messages };
+    return {
+      offset: reply.offset,
+      epoch: reply.epoch,
+      messages: reply.messages,
+      next_since: reply.next_since ?? null,
+    };
   }
 
   /** An application-level round trip; resolves to the time it took in ms. */

@@ -74,9 +74,13 @@ def _lua_string(text: str) -> str:
 
 
 def function_library(
-    key_prefix: str, rules: tuple[ChannelRule, ...], idempotency_ttl_ms: int
+    key_prefix: str,
+    rules: tuple[ChannelRule, ...],
+    idempotency_ttl_ms: int,
+    max_payload: int = 64 * 1024,
 ) -> str:
-    """The Redis Function library, with the prefix and channel rules compiled in."""
+    """The Redis Function library, with the prefix, channel rules and the largest payload
+    ``FCALL pushhub_publish`` accepts (the nodes' ``max_message_size``) compiled in."""
     compiled = ", ".join(
         f"{{{_lua_string(lua_pattern(r.pattern))}, {int(r.options.durable)}, "
         f"{r.options.history_size}, {r.options.history_ttl * 1000}}}"
@@ -85,6 +89,7 @@ def function_library(
     return (
         _DURABLE_LUA.replace("__PREFIX__", _lua_string(key_prefix))
         .replace("__IDEMPOTENCY_TTL_MS__", str(idempotency_ttl_ms))
+        .replace("__MAX_PAYLOAD__", str(max_payload))
         .replace("__RULES__", "{" + compiled + "}")
     )
 
@@ -104,6 +109,7 @@ class RedisEngine:
         key_prefix: str = "pushhub:",
         rules: tuple[ChannelRule, ...] = (),
         idempotency_ttl: float = 300.0,
+        max_payload: int = 64 * 1024,
         max_connections: int = 64,
         connect_timeout: float = 2.0,
         command_timeout: float = 5.0,
@@ -128,7 +134,9 @@ class RedisEngine:
         self._presence = self._client.register_script(_PRESENCE_LUA)
         self._limits = self._client.register_script(_LIMITS_LUA)
         self._idempotency_ttl_ms = int(idempotency_ttl * 1000)
-        self._library = function_library(key_prefix, rules, self._idempotency_ttl_ms)
+        self._library = function_library(
+            key_prefix, rules, self._idempotency_ttl_ms, max_payload
+        )
         self._rules = ChannelRules(rules)
         self._functions_error: str | None = None
         self._on_resubscribe: ResubscribeHandler | None = None

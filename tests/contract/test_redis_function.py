@@ -170,6 +170,26 @@ async def test_fcall_without_data_is_refused_with_the_usage(
     assert await node.until("user:usage", b"fence") == []
 
 
+async def test_fcall_of_a_payload_over_max_message_size_is_refused_and_keeps_nothing(
+    redis_server: RedisServer, node: Subscriber
+) -> None:
+    await node.engine.subscribe("user:big")
+    await node.engine.subscribe("plain:big")
+
+    durable = redis_server.cli("FCALL", "pushhub_publish", "1", "user:big", "x" * 65537)
+    plain = redis_server.cli("FCALL", "pushhub_publish", "1", "plain:big", "x" * 65537)
+    fits = fcall(redis_server, "user:big", "x" * 65536)
+
+    for answer in (durable, plain):
+        assert "payload of 65537 bytes is over 65536 (max_message_size)" in answer
+    assert fits[0] == "1"
+    read = await node.engine.read_history("user:big", None, 10)
+    assert [m.offset for m in read.messages] == [1]
+    await node.engine.publish("plain:big", b"fence")
+    before = await node.until("plain:big", b"fence")
+    assert [channel for channel, _ in before] == ["user:big"]  # the one that fitted
+
+
 async def test_raw_publish_on_a_durable_channel_reaches_subscribers_without_an_offset(
     redis_server: RedisServer, node: Subscriber
 ) -> None:

@@ -11,6 +11,9 @@
 
 local PREFIX = __PREFIX__
 local IDEMPOTENCY_TTL_MS = __IDEMPOTENCY_TTL_MS__
+-- The largest payload FCALL pushhub_publish takes: the nodes' max_message_size, which
+-- is also the largest raw PUBLISH they deliver.
+local MAX_PAYLOAD = __MAX_PAYLOAD__
 -- { lua pattern, durable (0/1), history size, history ttl ms }, first match wins.
 local RULES = __RULES__
 local DEFAULT_TTL_MS = 86400000
@@ -77,6 +80,10 @@ local function publish(keys, args)
   local channel, data, idem = keys[1], args[1], args[2]
   if channel == nil or data == nil then
     return redis.error_reply('usage: FCALL pushhub_publish 1 <channel> <data> [idempotency key]')
+  end
+  if #data > MAX_PAYLOAD then
+    return redis.error_reply('payload of ' .. #data .. ' bytes is over ' .. MAX_PAYLOAD ..
+      ' (max_message_size)')
   end
   local r = rule_for(channel)
   if r == nil or r[2] == 0 then
