@@ -32,6 +32,10 @@ class Hub:
     def unregister(self, conn: Connection) -> None:
         self._connections.discard(conn)
 
+    def holds(self, conn: Connection) -> bool:
+        """Whether ``conn`` is registered (open, or closing and not yet detached)."""
+        return conn in self._connections
+
     def add(self, conn: Connection, channel: str) -> bool:
         """Subscribe ``conn`` locally. True if it is the channel's first local subscriber."""
         subs = self._channels.get(channel)

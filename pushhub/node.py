@@ -146,6 +146,9 @@ class Node:
         )
 
     async def close(self) -> None:
+        if self._releasing:
+            # Connections closed by the shutdown: let their leave events out first.
+            await asyncio.wait(tuple(self._releasing.values()), timeout=2)
         for task in tuple(self._tasks):
             task.cancel()
         await self.presence.close()
@@ -322,15 +325,23 @@ class Node:
     def _closing(self, conn: Connection) -> None:
         """A close was decided (by the server, or the socket is gone): release what the
         connection holds now, not when a peer that stopped reading lets go of its
-        socket. Local state goes at once; presence, upstream subscriptions and the
-        user's slot follow in one task."""
+        socket. Its timers and per-IP slot go at once; it leaves the hub on the next
+        loop step (the close may have been decided inside ``Hub.broadcast``, which is
+        iterating over the channel's subscribers); presence, upstream subscriptions and
+        the user's slot follow in one task."""
         if conn.timer is not None:
             conn.timer.cancel()
             conn.timer = None
-        self.hub.unregister(conn)
         hook, conn.on_release = conn.on_release, None
         if hook is not None:
             hook()
+        asyncio.get_running_loop().call_soon(self._detach, conn)
+
+    def _detach(self, conn: Connection) -> None:
+        """Take ``conn`` out of the hub and start releasing its shared state. Once."""
+        if not self.hub.holds(conn):
+            return
+        self.hub.unregister(conn)
         channels = tuple(conn.channels)
         for channel in channels:
             self.hub.remove(conn, channel)
@@ -354,6 +365,7 @@ class Node:
     async def disconnect(self, conn: Connection) -> None:
         """The socket is gone: make sure everything ``conn`` held is released."""
         conn.closed()  # decides the close if the server had not
+        self._detach(conn)  # now, if the step scheduled for it has not run yet
         task = self._releasing.get(conn)
         if task is not None:
             await asyncio.shield(task)
