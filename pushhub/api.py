@@ -1,25 +1,28 @@
 """The HTTP API: publish, health and readiness.
 
 Channel data is reachable over HTTP only with an API key (``Authorization: Bearer``) once
-keys are configured, and only from loopback addresses while none are.
+keys are configured. While none are, only from this machine: a loopback client, addressed
+to a loopback name, not sent by a page of another site, and a publish only with a JSON
+body (loopback.py says why each).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import logging
 from pathlib import Path
 from typing import Any
 
 import orjson
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from pushhub import __version__, protocol
+from pushhub import __version__, loopback, protocol
 from pushhub.errors import EngineError, EngineUnavailable, ErrorCode, ProtocolError, unavailable
+from pushhub.headers import SecurityHeaders
 from pushhub.node import Node
 
 logger = logging.getLogger("pushhub.api")
@@ -44,13 +47,23 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
 
-def error_response(code: ErrorCode, message: str) -> Response:
+def error_response(code: ErrorCode, message: str, status: int | None = None) -> Response:
     retry = code in (ErrorCode.UNAVAILABLE, ErrorCode.RATE_LIMITED)
     headers = {"Retry-After": "1"} if retry else None
     if code is ErrorCode.UNAUTHORIZED:
         headers = {"WWW-Authenticate": "Bearer"}
     body = {"error": {"code": code, "message": message}}
-    return json_response(body, _STATUS.get(code, 500), headers)
+    return json_response(body, status or _STATUS.get(code, 500), headers)
+
+
+class UnsupportedMediaType(ProtocolError):
+    """A body the API does not take as JSON: HTTP 415 with the code ``bad_request``
+    (the codes are the wire protocol's; the status says which kind of bad request)."""
+
+    status = 415
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.BAD_REQUEST, message)
 
 
 def _node(request: Request) -> Node:
@@ -58,39 +71,63 @@ def _node(request: Request) -> Node:
     return node
 
 
-def _is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def _local_refusal(request: Request) -> str | None:
+    """Why a request is not one this machine made itself, or None. A loopback peer is
+    not enough: a browser here is a loopback peer for every page it shows, so the
+    request must also be addressed to a loopback name and not come from another site."""
+    if not loopback.is_loopback_address(request.client.host if request.client else None):
+        return "no API keys are configured, so the HTTP API answers loopback clients only"
+    headers = request.headers
+    return loopback.browser_refusal(
+        headers.get("host"), headers.get("origin"), headers.get("sec-fetch-site")
+    )
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        return None
+    return given.strip()
+
+
+def _known_key(candidate: str, keys: tuple[str, ...]) -> bool:
+    # Compare against every key, never stopping early, so timing tells nothing.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(candidate.encode(), key.encode())
+    return matched
 
 
 def authorize(request: Request) -> None:
     """Raise ProtocolError unless the request may read or write channel data."""
     keys = _node(request).settings.api_keys
     if not keys:
-        client = request.client.host if request.client else None
-        if not _is_loopback(client):
-            raise ProtocolError(
-                ErrorCode.FORBIDDEN,
-                "no API keys are configured, so the HTTP API answers loopback clients only",
-            )
+        refused = _local_refusal(request)
+        if refused is not None:
+            raise ProtocolError(ErrorCode.FORBIDDEN, refused)
         return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not given:
+    given = _bearer(request)
+    if given is None:
         raise ProtocolError(ErrorCode.UNAUTHORIZED, "send 'Authorization: Bearer <API key>'")
-    candidate = given.strip().encode()
-    # Compare against every key, never stopping early, so timing tells nothing.
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(candidate, key.encode())
-    if not matched:
+    if not _known_key(given, keys):
         raise ProtocolError(ErrorCode.UNAUTHORIZED, "unknown API key")
 
 
-async def read_json_body(request: Request, limit: int) -> Any:
+def require_json_body(request: Request) -> None:
+    """Without API keys, a write must declare a JSON body. A page of any site can send a
+    ``text/plain`` or form POST without asking first (a CORS "simple request"); it can
+    send ``application/json`` only after a preflight, which pushhub never answers."""
+    if _node(request).settings.api_keys:
+        return  # a Bearer header needs a preflight too: the key is the protection
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType(
+            "send the body with 'Content-Type: application/json': without API keys "
+            "other types are refused, since any web page can send them"
+        )
+
+
+async def read_json_body(request: Request, limit: int, max_depth: int) -> Any:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"body over {limit} bytes")
@@ -101,10 +138,15 @@ async def read_json_body(request: Request, limit: int) -> Any:
         if size > limit:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"body over {limit} bytes")
         chunks.append(chunk)
+    body = b"".join(chunks)
     try:
-        return orjson.loads(b"".join(chunks))
+        parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ProtocolError(ErrorCode.BAD_JSON, f"body is not valid JSON: {exc}") from None
+    # The body object is one level; its data may nest max_depth more.
+    if protocol.too_deep(body, max_depth + 1):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"data nests deeper than {max_depth} levels")
+    return parsed
 
 
 _PUBLISH_FIELDS = {"channel", "channels", "data", "idempotency_key"}
@@ -165,10 +207,14 @@ async def publish(request: Request) -> Response:
     node = _node(request)
     try:
         authorize(request)
+        require_json_body(request)
         await _check_rate(request)
-        body = await read_json_body(request, node.settings.max_message_size)
+        settings = node.settings
+        body = await read_json_body(request, settings.max_message_size, settings.max_json_depth)
         channels, data, key = parse_publish(body)
         positions = await node.publish(channels, data, key)
+    except UnsupportedMediaType as exc:
+        return error_response(exc.code, exc.message, exc.status)
     except ProtocolError as exc:
         return error_response(exc.code, exc.message)
     except EngineError as exc:
@@ -202,7 +248,7 @@ async def history(request: Request) -> Response:
             return json_response(
                 {"channel": channel, "offset": cleared.offset, "epoch": cleared.epoch}
             )
-        position, messages = await node.history(channel, since, limit, reverse)
+        position, messages, next_since = await node.history(channel, since, limit, reverse)
     except ProtocolError as exc:
         return error_response(exc.code, exc.message)
     body = {
@@ -210,6 +256,7 @@ async def history(request: Request) -> Response:
         "offset": position.offset,
         "epoch": position.epoch,
         "messages": messages,
+        "next_since": next_since,
     }
     return json_response(body)
 
@@ -281,11 +328,25 @@ async def healthz(request: Request) -> Response:
     return json_response({"status": "ok", "version": __version__})
 
 
+def _may_see_internals(request: Request) -> bool:
+    """Whether a request may read what the node knows of its surroundings (the engine's
+    address in a failure reason): one with a valid API key, or one from this machine."""
+    keys = _node(request).settings.api_keys
+    given = _bearer(request)
+    if keys and given is not None and _known_key(given, keys):
+        return True
+    return _local_refusal(request) is None
+
+
 async def readyz(request: Request) -> Response:
     node = _node(request)
     try:
         await node.engine.check()
     except EngineUnavailable as exc:
+        # The status stays public (load balancers need it); the reason names Redis's
+        # host and port, which is nobody else's business.
+        if not _may_see_internals(request):
+            return json_response({"status": "unavailable"}, 503)
         return json_response(
             {"status": "unavailable", "engine": node.engine.name, "reason": str(exc)}, 503
         )
@@ -298,6 +359,11 @@ async def index(request: Request) -> Response:
     if page.is_file():
         return FileResponse(page, media_type="text/html")
     return json_response({"name": "pushhub", "version": __version__, "websocket": "/ws"})
+
+
+def middleware(static_dir: Path) -> list[Middleware]:
+    """The Starlette middleware of every HTTP response (never /ws, which goes around it)."""
+    return [Middleware(SecurityHeaders, static_dir=static_dir)]
 
 
 routes = [

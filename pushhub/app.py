@@ -19,6 +19,7 @@ from pushhub.engine import create_engine
 from pushhub.engine.base import Engine
 from pushhub.limits import ConnectionGate, OriginPolicy
 from pushhub.node import Node, generate_node_id
+from pushhub.proxy import trusted_proxies
 from pushhub.transport import websocket_endpoint
 
 logger = logging.getLogger("pushhub.app")
@@ -39,6 +40,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> PushhubApp:
                 key_prefix=settings.key_prefix,
                 rules=settings.channels,
                 idempotency_ttl=settings.idempotency_ttl,
+                max_payload=settings.max_message_size,
             )
         node = Node(settings, eng)
         app.state.node = node
@@ -53,7 +55,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> PushhubApp:
         *api.routes,
         Mount("/static", StaticFiles(directory=static, check_dir=False), name="static"),
     ]
-    http = Starlette(routes=routes, lifespan=lifespan)
+    http = Starlette(routes=routes, lifespan=lifespan, middleware=api.middleware(static))
     http.state.static_dir = static
     http.state.gate = ConnectionGate(settings)
     http.state.origins = OriginPolicy(settings.allowed_origins, settings.allow_missing_origin)
@@ -69,7 +71,12 @@ class PushhubApp:
         self.state = http.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == "/ws":
+        kind = scope["type"]
+        if kind in ("http", "websocket"):
+            node = getattr(self.state, "node", None)
+            if node is not None and node.settings.trusted_proxies:
+                trusted_proxies(node.settings.trusted_proxies).rewrite(scope)
+        if kind == "websocket" and scope["path"] == "/ws":
             await websocket_endpoint(scope, receive, send, self.state)
         else:
             await self.http(scope, receive, send)

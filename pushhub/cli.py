@@ -41,15 +41,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Headers whose values are credentials: session cookies a browser sends along with a
+#: handshake (to pushhub or to an application behind the same proxy), and any
+#: ``Authorization`` scheme, not only Bearer.
+_SENSITIVE_HEADERS = r"(?:set-)?cookie|(?:proxy-)?authorization"
+
+
 class _RedactSecrets(logging.Filter):
-    """Tokens never reach a log: a handshake URL with ?token=, or anything shaped like a
-    JWT, is redacted in every record, whatever logger wrote it."""
+    """Credentials never reach a log: a handshake URL with ?token=, anything shaped like a
+    JWT, and the values of the Cookie, Set-Cookie and Authorization headers are redacted
+    in every record, whatever logger wrote it."""
 
     _PATTERNS = (
         re.compile(r"(token=)[^&\s\"']+"),
         re.compile(r"(\"token\"\s*:\s*\")[^\"]*"),
         re.compile(r"(?i)(bearer\s+)[^\s'\",)]+"),
         re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),
+        # A header as a quoted pair, in the repr of ASGI headers (b'cookie', b'a=b'), a
+        # dict {'cookie': 'a=b'} or JSON {"cookie":"a=b"}: the value up to its closing
+        # quote, escaped quotes included.
+        re.compile(
+            rf"(?i)(b?(['\"])(?:{_SENSITIVE_HEADERS})\2\s*[:,]\s*b?(['\"]))(?:\\.|(?!\3)[^\\])*"
+        ),
+        # A header line, as websockets logs a handshake at debug ("< cookie: a=b"): the
+        # value to the end of the line, or of the line inside a repr ("\r\n" escapes).
+        re.compile(
+            rf"(?i)((?:(?<![\w-])|(?<=\\n))(?:{_SENSITIVE_HEADERS})[ \t]*:[ \t]*)"
+            r"(?:(?!\\[rn])[^\r\n])+"
+        ),
     )
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -94,6 +113,17 @@ def serve(settings: Settings) -> int:
     from pushhub.app import create_app
     from pushhub.node import generate_node_id
 
+    # Start-up stops with one line if this uvicorn lacks the internals pushhub's server
+    # layer overrides (it is pinned; an upgrade that changed them must not run quietly).
+    try:
+        from pushhub import server as server_layer
+    except ImportError as exc:
+        print(f"pushhub: uvicorn lacks what pushhub's server layer needs ({exc})", file=sys.stderr)
+        return 2
+    problem = server_layer.uvicorn_incompatibility()
+    if problem is not None:
+        print(f"pushhub: {problem}", file=sys.stderr)
+        return 2
     if not settings.node_id:
         settings = dataclasses.replace(settings, node_id=generate_node_id())
     configure_logging(settings.log_level)
@@ -116,17 +146,29 @@ def serve(settings: Settings) -> int:
             "no API keys configured (PUSHHUB_API_KEYS): the HTTP API answers loopback "
             "clients only; configure keys before putting pushhub behind a proxy"
         )
+    # uvicorn's protocols, subclassed so that closes, stalls and request headers end in
+    # bounded time (pushhub/server.py says why subclasses rather than a proxy in front).
+    http_protocol, ws_protocol = server_layer.protocols(settings)
+    max_connections = server_layer.connection_bound(settings.max_connections)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
+        http=http_protocol,
+        ws=ws_protocol,
         ws_max_size=settings.max_message_size,
         ws_per_message_deflate=settings.websocket_compression,
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_timeout,
-        proxy_headers=bool(settings.trusted_proxies),
-        forwarded_allow_ips=list(settings.trusted_proxies) or None,
+        # uvicorn counts the connection asking among the open ones: +1 lets exactly
+        # max_connections be served. Beyond it, HTTP requests and (in our protocol)
+        # WebSocket upgrades get 503.
+        limit_concurrency=max_connections + 1,
+        # Whole seconds for uvicorn's Config; our protocol applies the exact value.
+        timeout_keep_alive=max(1, math.ceil(settings.keepalive_timeout)),
+        # The app reads X-Forwarded-For itself, right to left (pushhub/proxy.py):
+        # uvicorn's middleware takes the left-most entry, which the client chooses.
+        proxy_headers=False,
         lifespan="on",
         log_config=None,
         log_level=settings.log_level,

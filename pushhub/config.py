@@ -41,8 +41,21 @@ class Settings:
     max_message_size: int = 64 * 1024
     #: Channels one connection may hold at once (Centrifugo's default).
     max_subscriptions: int = 128
-    #: Bytes queued for one client before it is closed as slow.
+    #: Bytes queued for one client before it is closed as slow. A history or presence
+    #: reply, and each page of a recovery replay, is at most a quarter of this.
     outbound_queue_bytes: int = 1024 * 1024
+    #: Deepest JSON nesting accepted in a payload, a frame or presence info. orjson
+    #: writes at most 254 levels; 64 is far beyond real data and keeps every consumer's
+    #: parser (browsers, Python's recursive json) safe.
+    max_json_depth: int = 64
+    #: Seconds a server-decided close may spend flushing before the socket is aborted.
+    close_timeout: float = 2.0
+    #: Seconds a socket's writes may make no progress (its send buffer full) before the
+    #: socket is aborted: a peer that stopped reading is released in bounded time.
+    write_timeout: float = 10.0
+    #: Presence and history queries one connection may make: a steady rate and a burst.
+    query_rate: float = 10.0
+    query_burst: int = 20
     #: WebSocket ping interval and timeout: find half-open connections in bounded time.
     ping_interval: float = 25.0
     ping_timeout: float = 20.0
@@ -97,6 +110,15 @@ class Settings:
     #: Inbound frames one connection may send: a steady rate and a burst.
     max_frames_per_second: float = 50.0
     frame_burst: int = 200
+    #: Open connections (HTTP and WebSocket) this node holds at once; beyond it, new
+    #: requests get 503. Sized for the file-descriptor limit (docs/security.md).
+    max_connections: int = 20_000
+    #: HTTP request line and headers: most bytes, and seconds to receive them. A
+    #: connection that sends nothing is closed after ``header_timeout`` too.
+    max_header_bytes: int = 32 * 1024
+    header_timeout: float = 10.0
+    #: Seconds an idle keep-alive HTTP connection is kept between requests.
+    keepalive_timeout: float = 5.0
     #: Open connections, and new connections per second, from one client IP (per node).
     max_connections_per_ip: int = 5000
     connections_per_second_per_ip: float = 500.0
@@ -242,7 +264,16 @@ def _proxies(key: str, raw: Any) -> tuple[str, ...]:
             network = ipaddress.ip_network(proxy, strict=False)
         except ValueError:
             raise ConfigError(key, proxy, "IP addresses or CIDR networks") from None
-        # uvicorn parses strictly: hand it the network, not "127.0.0.5/8".
+        if network.prefixlen == 0:
+            # Trusting every peer's X-Forwarded-For lets a client name itself 127.0.0.1
+            # (the key-less HTTP API) or a new address per request (per-IP limits).
+            raise ConfigError(
+                key,
+                proxy,
+                "networks narrower than /0: a catch-all network would let any client "
+                "choose its address",
+            )
+        # Normalized for the log line: the network, not "127.0.0.5/8".
         single = network.num_addresses == 1 and "/" not in proxy
         normalized.append(str(network.network_address) if single else str(network))
     return tuple(normalized)
@@ -304,6 +335,15 @@ PARSERS: dict[str, Parser] = {
     "publish_rate": _float(0.1, 10_000_000),
     "publish_burst": _int(1, 100_000_000),
     "idempotency_ttl": _float(1, 7 * 86400),
+    "max_json_depth": _int(1, 200),
+    "close_timeout": _float(0.1, 60),
+    "write_timeout": _float(0.5, 600),
+    "query_rate": _float(0.1, 100_000),
+    "query_burst": _int(1, 1_000_000),
+    "max_connections": _int(1, 10_000_000),
+    "max_header_bytes": _int(4 * 1024, 1024 * 1024),
+    "header_timeout": _float(0.5, 600),
+    "keepalive_timeout": _float(0.5, 600),
 }
 
 #: Settings only the configuration file can hold (they are tables, not scalars).
@@ -332,7 +372,9 @@ def _from_file(path: str, source: str) -> dict[str, Any]:
             values[name] = parse_rules(raw, path)
             continue
         if name not in PARSERS:
-            raise ConfigError(key, raw, "a known setting (see docs/configuration.md)")
+            # Never echo the value: a misspelt secret (jwt_secrte = "...") must not reach
+            # the log.
+            raise ConfigError(key, "<not shown>", "a known setting (see docs/configuration.md)")
         values[name] = PARSERS[name](key, raw)
     return values
 
@@ -371,6 +413,11 @@ def load_settings(
         raise ConfigError("ping_timeout", settings.ping_timeout, "at most 4 x ping_interval")
     if settings.presence_ttl < settings.presence_heartbeat * 2:
         raise ConfigError("presence_ttl", settings.presence_ttl, "at least 2 x presence_heartbeat")
+    if settings.outbound_queue_bytes < settings.max_message_size * 4:
+        # A reply or recovery page (a quarter of the queue) must hold the largest message.
+        raise ConfigError(
+            "outbound_queue_bytes", settings.outbound_queue_bytes, "at least 4 x max_message_size"
+        )
     return settings
 
 

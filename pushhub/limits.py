@@ -6,11 +6,16 @@ across nodes (connections per user, publishes per API key) live in the engine.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pushhub import auth, loopback
 from pushhub.config import Settings
+from pushhub.ratelog import RateLimitedLog
+
+logger = logging.getLogger("pushhub.limits")
 
 
 class TokenBucket:
@@ -105,6 +110,41 @@ class OriginPolicy:
         # "https://*.example.com" -> ("https://", ".example.com", port suffix kept in host)
         self._wildcards = [tuple(o.split("*", 1)) for o in allowed if "://*." in o]
         self._allow_missing = allow_missing
+        # Any page a developer visits can cause refusals, in a loop: log a few.
+        self._refusals = RateLimitedLog(logger, interval=60.0)
+
+    def handshake_refusal(
+        self, origin: str | None, host: str | None, settings: Settings
+    ) -> str | None:
+        """Why a WebSocket handshake is refused (the message of the 403), or None.
+
+        With ``allowed_origins`` configured, or tokens enforced, the allowlist decides
+        (``allows``). In development mode without an allowlist, every socket may read
+        every channel as any user, so only this machine's own pages may connect: a
+        foreign page would otherwise read it all (cross-site WebSocket hijacking), and a
+        DNS-rebinding page carries a foreign Host. A missing Origin (a non-browser
+        client) is decided by ``allow_missing_origin`` as always.
+        """
+        if not self._any or auth.enforcing(settings):
+            return None if self.allows(origin) else "origin not allowed"
+        if not loopback.is_loopback_host(host):
+            reason = (
+                "development mode without allowed_origins: connect to a loopback name "
+                "(localhost, 127.0.0.1, [::1]), or set allowed_origins"
+            )
+        elif origin is not None and not loopback.is_loopback_origin(origin):
+            reason = (
+                "origin not allowed: in development mode without allowed_origins only "
+                "pages served from this machine may connect"
+            )
+        elif origin is None and not self._allow_missing:
+            reason = "origin not allowed"
+        else:
+            return None
+        self._refusals.warning(
+            "handshake", "refused a WebSocket (Host %r, Origin %r): %s", host, origin, reason
+        )
+        return reason
 
     def allows(self, origin: str | None) -> bool:
         if origin is None:

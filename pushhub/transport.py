@@ -9,6 +9,7 @@ difference between 30 KiB and 20 KiB each (docs/benchmarks.md).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -25,10 +26,11 @@ logger = logging.getLogger("pushhub.transport")
 
 
 class _Sender:
-    __slots__ = ("_send", "closed")
+    __slots__ = ("_abort", "_send", "closed")
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, abort: Callable[[], None] | None) -> None:
         self._send = send
+        self._abort = abort
         self.closed = False
 
     async def send_text(self, text: str) -> None:
@@ -38,6 +40,12 @@ class _Sender:
         if not self.closed:
             self.closed = True
             await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+    def abort(self) -> None:
+        """Drop the socket through pushhub's uvicorn protocol (pushhub/server.py). Under
+        another ASGI server there is no such hook, and the server's own close applies."""
+        if self._abort is not None:
+            self._abort()
 
 
 _BINARY = ProtocolError(ErrorCode.BINARY_FRAME, "binary frames are not supported; send JSON text")
@@ -70,8 +78,12 @@ async def websocket_endpoint(scope: Scope, receive: Receive, send: Send, state: 
     if (await receive())["type"] != "websocket.connect":
         return
     # Origin first: a foreign page gets nothing, not even a token check or Redis work.
-    if not origins.allows(_header(scope, b"origin")):
-        await _refuse(scope, send, 403, ErrorCode.FORBIDDEN, "origin not allowed")
+    # (In development mode without allowed_origins, a loopback Host and Origin too.)
+    foreign = origins.handshake_refusal(
+        _header(scope, b"origin"), _header(scope, b"host"), node.settings
+    )
+    if foreign is not None:
+        await _refuse(scope, send, 403, ErrorCode.FORBIDDEN, foreign)
         return
     client = scope.get("client")
     ip = str(client[0]) if client else "unknown"
@@ -80,9 +92,12 @@ async def websocket_endpoint(scope: Scope, receive: Receive, send: Send, state: 
         logger.info("refused a connection from %s: %s", ip, refused)
         await _refuse(scope, send, 429, ErrorCode.RATE_LIMITED, refused)
         return
+    hooks = scope.get("extensions", {}).get("pushhub.transport", {})
     try:
         await send({"type": "websocket.accept"})
-        conn = node.open(_Sender(send), ip)
+        # The per-IP slot goes back when the close is decided, not when a peer that
+        # stopped reading finally lets go of the socket.
+        conn = node.open(_Sender(send, hooks.get("abort")), ip, lambda: gate.release(ip))
     except BaseException:
         gate.release(ip)
         raise
@@ -95,7 +110,6 @@ async def websocket_endpoint(scope: Scope, receive: Receive, send: Send, state: 
         logger.exception("connection %s failed", conn.id)
         conn.close(CloseCode.SERVER_ERROR, "internal error")
     finally:
-        gate.release(ip)
         await node.disconnect(conn)
 
 

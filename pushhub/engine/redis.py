@@ -134,9 +134,7 @@ class RedisEngine:
         self._presence = self._client.register_script(_PRESENCE_LUA)
         self._limits = self._client.register_script(_LIMITS_LUA)
         self._idempotency_ttl_ms = int(idempotency_ttl * 1000)
-        self._library = function_library(
-            key_prefix, rules, self._idempotency_ttl_ms, max_payload
-        )
+        self._library = function_library(key_prefix, rules, self._idempotency_ttl_ms, max_payload)
         self._rules = ChannelRules(rules)
         self._functions_error: str | None = None
         self._on_resubscribe: ResubscribeHandler | None = None

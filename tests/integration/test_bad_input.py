@@ -167,7 +167,11 @@ async def test_chunked_publish_body_over_the_size_limit_gets_413(node: PushhubNo
             yield b"x" * 1024
 
     async with httpx.AsyncClient(timeout=10) as http:
-        resp = await http.post(f"{node.http}/api/publish", content=body())  # type: ignore[arg-type]
+        resp = await http.post(
+            f"{node.http}/api/publish",
+            content=body(),  # type: ignore[arg-type]
+            headers={"content-type": "application/json"},
+        )
 
     assert (resp.status_code, resp.json()["error"]["code"]) == (413, "too_large")
 

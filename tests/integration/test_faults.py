@@ -42,7 +42,10 @@ async def test_slow_subscriber_is_closed_with_slow_code_while_others_receive_eve
         received += 1
 
     assert received == count
-    assert await slow.closed_code(timeout=20) == 4001
+    # The 4001 frame reaches a client only if it reads again within close_timeout (2 s);
+    # this one did not, so its socket was aborted after that (a reset: 1006).
+    assert await slow.closed_code(timeout=20) in (4001, 1006)
+    assert "closing slow connection" in node.log()
     async with httpx.AsyncClient() as http:
         stats = (await http.get(f"{node.http}/api/stats")).json()
     assert stats["connections"] == 1

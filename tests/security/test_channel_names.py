@@ -162,7 +162,9 @@ async def test_non_utf8_channel_names_over_http_are_refused(
         if content is None:
             resp = await http.get(url)
         else:
-            resp = await http.post(url, content=content)
+            resp = await http.post(
+                url, content=content, headers={"content-type": "application/json"}
+            )
     assert resp.status_code == 400
     assert resp.json()["error"]["code"] in ("bad_channel", "bad_json")
     _assert_nothing_reached_redis(redis_server)

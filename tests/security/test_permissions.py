@@ -39,6 +39,7 @@ CONFIG = """
 [[channels]]
 pattern = "pub:*"
 subscribe = "public"
+presence_read = true  # public channels keep members private unless a rule says so
 client_publish = true
 durable = true
 
@@ -93,7 +94,13 @@ SUBSCRIBERS = {
     "quiet:m": {"alice", "bob", "mallory", "anonymous"},
 }
 #: Channels whose options forbid one operation to everyone.
-CLOSED_OPS = {("quiet:m", "publish"), ("quiet:m", "presence"), ("quiet:m", "history")}
+CLOSED_OPS = {
+    ("quiet:m", "publish"),
+    ("quiet:m", "presence"),
+    ("quiet:m", "history"),
+    # A public rule without presence_read: members are private by default.
+    ("inbox#alice", "presence"),
+}
 SUCCESS = {
     "subscribe": "subscribed",
     "publish": "published",
@@ -170,8 +177,9 @@ async def test_socket_permission_matrix_has_no_unauthorized_success(
     assert unauthorized == [], f"{len(unauthorized)} unauthorized successes"
     assert wrong == []
     assert len(outcomes) == 4 * 6 * 4
-    # 13 subscribes, then 9 each of publish, presence and history (none on quiet:m).
-    assert sum(o.got in SUCCESS.values() for o in outcomes) == 13 + 3 * 9
+    # 13 subscribes, then 9 each of publish, presence and history (none on quiet:m),
+    # less alice's presence query on her public-rule inbox (members private by default).
+    assert sum(o.got in SUCCESS.values() for o in outcomes) == 13 + 3 * 9 - 1
     # Nobody holds the private channel, so it never reached Redis.
     assert "vault:m" not in pubsub_channels(redis_server)
 
