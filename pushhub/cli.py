@@ -49,8 +49,8 @@ _SENSITIVE_HEADERS = r"(?:set-)?cookie|(?:proxy-)?authorization"
 
 class _RedactSecrets(logging.Filter):
     """Credentials never reach a log: a handshake URL with ?token=, anything shaped like a
-    JWT, and the values of the Cookie, Set-Cookie and Authorization headers are redacted
-    in every record, whatever logger wrote it."""
+    JWT, and the values of the Cookie, Set-Cookie, Authorization and Proxy-Authorization
+    headers are redacted in every record, whatever logger wrote it."""
 
     _PATTERNS = (
         re.compile(r"(token=)[^&\s\"']+"),

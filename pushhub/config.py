@@ -101,7 +101,8 @@ class Settings:
     #: Seconds a socket has to authenticate before it is closed (enforcement on).
     auth_timeout: float = 10.0
     #: Origins allowed to open a WebSocket: exact ("https://app.example.com") or
-    #: "https://*.example.com". Empty: any origin.
+    #: "https://*.example.com". Empty: any origin with tokens enforced; in development
+    #: mode, only loopback origins and a loopback Host (limits.OriginPolicy).
     allowed_origins: tuple[str, ...] = ()
     #: Whether a handshake without an Origin header (a non-browser client) is accepted.
     allow_missing_origin: bool = True

@@ -160,7 +160,7 @@ class TransportGuard(asyncio.Transport):
         """Abort in ``seconds`` unless the connection is gone by then: for a refusal that
         keeps reading (and dropping) what the client sends until it has read the answer."""
         if not (self._lost or self._aborted or self._deadline is not None):
-            self._deadline = self._loop.call_later(seconds, self._close_expired)
+            self._deadline = self._loop.call_later(seconds, self._linger_expired)
 
     def abort(self) -> None:
         self.abort_for("aborted by the application")
@@ -201,6 +201,10 @@ class TransportGuard(asyncio.Transport):
         self.abort_for(
             f"unsent data {self._limits.close_timeout:g}s after the close (the peer is not reading)"
         )
+
+    def _linger_expired(self) -> None:
+        self._deadline = None
+        self.abort_for(f"still open {self._limits.close_timeout:g}s after a refusal")
 
     def _stalled(self) -> None:
         self._stall = None
