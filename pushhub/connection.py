@@ -85,7 +85,7 @@ class Held:
     never closed for it.
     """
 
-    __slots__ = ("frames", "max_bytes", "max_frames", "overflowed", "size")
+    __slots__ = ("frames", "max_bytes", "max_frames", "overflowed", "overflows", "size")
 
     def __init__(self, max_frames: int, max_bytes: int) -> None:
         self.frames: list[tuple[int | None, str]] = []
@@ -93,12 +93,14 @@ class Held:
         self.max_frames = max_frames
         self.max_bytes = max_bytes
         self.overflowed = False
+        self.overflows = 0  # how many times, so a replay can tell a new overflow apart
 
     def add(self, offset: int | None, frame: str) -> None:
         self.frames.append((offset, frame))
         self.size += len(frame)
         if len(self.frames) > self.max_frames or self.size > self.max_bytes:
             self.overflowed = True
+            self.overflows += 1
             self.frames = [self.frames[-1]]
             self.size = len(frame)
 

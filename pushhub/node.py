@@ -87,6 +87,15 @@ class _Unrecoverable(Exception):
     """A paced replay could not be completed (history trimmed or cleared meanwhile)."""
 
 
+class _Abandoned(Exception):
+    """The subscription being set up was dropped meanwhile (the connection closed, or a
+    loss notice told the client to recover again): nothing more is owed to it."""
+
+
+def _still_wanted(conn: Connection, channel: str) -> bool:
+    return conn.state is ConnectionState.OPEN and channel in conn.channels
+
+
 @dataclass(slots=True)
 class _ChannelLock:
     lock: asyncio.Lock
@@ -517,6 +526,19 @@ class Node:
             else:
                 (found,) = await self.engine.stream_positions([channel])
                 position, recovered = found or NO_HISTORY, None if since is None else False
+            if not _still_wanted(conn, channel):
+                raise _Abandoned
+        except _Abandoned:
+            if conn.state is not ConnectionState.OPEN:
+                return  # closed: nothing more is owed
+            # A loss notice ("unsubscribed", reason "recover") came during the set-up:
+            # answer the request so the client subscribes again from its position.
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE,
+                "the channel lost messages while this subscription was set up; "
+                "subscribe again from your position",
+                request_id,
+            ) from None
         except EngineError as exc:
             logger.warning("reading the position of %s failed: %s", channel, exc)
             if conn.pending is not None:
@@ -545,6 +567,7 @@ class Node:
         """
         cap = self.settings.recovery_max
         page = self.reply_bytes
+        seen = self._overflows(conn, channel)
         read = await self.engine.read_history(channel, since.offset, cap, max_bytes=page)
         if not can_recover(since, read, cap):
             return read.position, False
@@ -552,6 +575,8 @@ class Node:
         target = read.position.offset
         try:
             while True:
+                if not _still_wanted(conn, channel):
+                    raise _Abandoned
                 for m in read.messages:
                     if m.offset != last + 1:
                         raise _Unrecoverable
@@ -559,11 +584,12 @@ class Node:
                     conn.send(protocol.message(channel, data, m.offset, epoch))
                     last, sent = m.offset, sent + 1
                 target = max(target, read.position.offset)
-                if self._caught_up(conn, channel, last, target):
+                if self._caught_up(conn, channel, last, target, seen):
                     return StreamPosition(last, epoch), True
                 if sent >= 2 * cap or not await conn.wait_below(page):
                     # Not keeping up with the live stream, or gone: stop honestly.
                     raise _Unrecoverable
+                seen = self._overflows(conn, channel)
                 read = await self.engine.read_history(channel, last, cap, max_bytes=page)
                 if read.position.epoch != epoch or not read.messages:
                     raise _Unrecoverable
@@ -572,13 +598,28 @@ class Node:
             return found or NO_HISTORY, False
 
     @staticmethod
-    def _caught_up(conn: Connection, channel: str, last: int, target: int) -> bool:
-        """Whether the replay up to ``last`` meets the live messages held for the client."""
+    def _overflows(conn: Connection, channel: str) -> int:
+        held = conn.pending.get(channel) if conn.pending is not None else None
+        return held.overflows if held is not None else 0
+
+    @staticmethod
+    def _caught_up(conn: Connection, channel: str, last: int, target: int, seen: int) -> bool:
+        """Whether the replay up to ``last`` meets the live messages held for the client.
+
+        ``target`` is the newest position the history reads gave, ``seen`` how many
+        times the held frames had overflowed when the last read began. Without an
+        overflow, the held frames start right after the first read's position. After
+        one, they start at the oldest durable frame still held; if none is (only
+        presence events were kept), every dropped frame is covered only by a read that
+        began after the overflow.
+        """
         held = conn.pending.get(channel) if conn.pending is not None else None
         if held is None or not held.overflowed:
             return last >= target
         first = held.first_offset()
-        return last >= target if first is None else last + 1 >= first
+        if first is None:
+            return last >= target and held.overflows == seen
+        return last + 1 >= first
 
     async def unsubscribe(self, conn: Connection, channel: str, request_id: int | None) -> None:
         if channel not in conn.channels:
@@ -673,6 +714,12 @@ class Node:
                 CloseCode.TOO_MANY_CONNECTIONS,
                 request_id,
             )
+        if conn.state is not ConnectionState.OPEN:
+            # Closed while the slot was being taken (the authentication deadline, say):
+            # its release already ran, with no user to release, so give the slot back.
+            with contextlib.suppress(EngineError):
+                await self.engine.release_user_connection(identity.user, conn.id)
+            return
         conn.user, conn.info, conn.granted = identity.user, identity.info, identity.channels
         self.presence.track_user(identity.user, conn.id)
         self._arm_expiry(conn, identity.expires_at)

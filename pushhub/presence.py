@@ -126,6 +126,11 @@ class PresenceManager:
             await self._engine.presence_join(
                 channel, entry, self.now_ms(), self._ttl_ms, self._emit(channel)
             )
+            if not self.tracks(channel, entry.conn_id):
+                # Left while joining (its connection closed between the round trips):
+                # that leave may have reached the engine first, so undo the join now
+                # rather than leave a ghost member until presence_ttl.
+                await self._engine.presence_leave(channel, entry.conn_id, self._emit(channel))
         except EngineError as exc:
             # The next refresh finds the entry missing and adds it then.
             logger.warning("presence join in %s failed: %s", channel, exc)
