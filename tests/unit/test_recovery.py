@@ -423,3 +423,29 @@ def test_durable_server_frame_is_compact_json_on_one_line(encoded: str, expected
     assert "\n" not in encoded
     assert orjson.loads(encoded) == expected
     assert encoded == orjson.dumps(expected).decode()  # field order and no spaces
+
+
+def test_a_replay_after_an_overflow_that_kept_no_durable_frame_reads_once_more() -> None:
+    from pushhub.connection import Connection, Held
+    from pushhub.node import Node
+
+    class Idle:
+        async def send_text(self, text: str) -> None: ...
+        async def close(self, code: int, reason: str) -> None: ...
+        def abort(self) -> None: ...
+
+    conn = Connection("c", Idle(), 1 << 20)
+    held = Held(max_frames=2, max_bytes=1 << 20)
+    conn.pending = {"user:1": held}
+    for offset in (11, 12):
+        held.add(offset, "m")
+    seen_before = held.overflows
+    held.add(None, "join")  # overflows; only the presence event is kept
+
+    # Durable frames 11 and 12 were dropped: only a read begun after the overflow covers them.
+    assert not Node._caught_up(conn, "user:1", 10, 10, seen_before)
+    assert Node._caught_up(conn, "user:1", 12, 12, held.overflows)
+    # Without an overflow, the first read's position is the mark.
+    fresh = Held(max_frames=10, max_bytes=1 << 20)
+    conn.pending = {"user:1": fresh}
+    assert Node._caught_up(conn, "user:1", 10, 10, 0)
