@@ -58,6 +58,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> PushhubApp:
     http = Starlette(routes=routes, lifespan=lifespan, middleware=api.middleware(static))
     http.state.static_dir = static
     http.state.gate = ConnectionGate(settings)
+    # One callable shared by every connection (a closure per socket costs memory).
+    http.state.release_ip = http.state.gate.release
     http.state.origins = OriginPolicy(settings.allowed_origins, settings.allow_missing_origin)
     return PushhubApp(http)
 

@@ -193,7 +193,7 @@ class Connection:
         self.query_bucket: Any = None
         self.close_timeout = close_timeout
         #: The transport's hook run once when the close is decided (see Node.open).
-        self.on_release: Callable[[], None] | None = None
+        self.on_release: Callable[[str], None] | None = None
         #: Called once when a close is decided, so the node releases what the
         #: connection holds at once instead of when the socket is finally gone.
         self._on_close = on_close

@@ -293,11 +293,12 @@ class Node:
         self,
         sender: Sender,
         ip: str | None = None,
-        on_release: Callable[[], None] | None = None,
+        on_release: Callable[[str], None] | None = None,
     ) -> Connection:
         """A new connection for an accepted socket. With tokens enforced, it must
-        authenticate within ``auth_timeout`` or be closed. ``on_release`` is called once
-        when the connection's close is decided (the transport's per-IP slot)."""
+        authenticate within ``auth_timeout`` or be closed. ``on_release(ip)`` is called
+        once when the connection's close is decided (the transport's per-IP slot); pass
+        one shared callable, not one made per connection."""
         conn = Connection(
             # Random, not a counter: anonymous members show it to others.
             f"{self.id}.{secrets.token_urlsafe(9)}",
@@ -342,8 +343,8 @@ class Node:
             conn.timer.cancel()
             conn.timer = None
         hook, conn.on_release = conn.on_release, None
-        if hook is not None:
-            hook()
+        if hook is not None and conn.ip is not None:
+            hook(conn.ip)
         asyncio.get_running_loop().call_soon(self._detach, conn)
 
     def _detach(self, conn: Connection) -> None:

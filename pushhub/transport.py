@@ -9,8 +9,7 @@ difference between 30 KiB and 20 KiB each (docs/benchmarks.md).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 import orjson
@@ -25,12 +24,19 @@ from pushhub.node import Node
 logger = logging.getLogger("pushhub.transport")
 
 
-class _Sender:
-    __slots__ = ("_abort", "_send", "closed")
+class Abortable(Protocol):
+    """What ``scope["extensions"]["pushhub.transport"]`` holds under ``pushhub serve``
+    (pushhub/server.py's transport guard): a way to drop the socket."""
 
-    def __init__(self, send: Send, abort: Callable[[], None] | None) -> None:
+    def abort(self) -> None: ...
+
+
+class _Sender:
+    __slots__ = ("_guard", "_send", "closed")
+
+    def __init__(self, send: Send, guard: Abortable | None) -> None:
         self._send = send
-        self._abort = abort
+        self._guard = guard
         self.closed = False
 
     async def send_text(self, text: str) -> None:
@@ -44,8 +50,8 @@ class _Sender:
     def abort(self) -> None:
         """Drop the socket through pushhub's uvicorn protocol (pushhub/server.py). Under
         another ASGI server there is no such hook, and the server's own close applies."""
-        if self._abort is not None:
-            self._abort()
+        if self._guard is not None:
+            self._guard.abort()
 
 
 _BINARY = ProtocolError(ErrorCode.BINARY_FRAME, "binary frames are not supported; send JSON text")
@@ -92,12 +98,12 @@ async def websocket_endpoint(scope: Scope, receive: Receive, send: Send, state: 
         logger.info("refused a connection from %s: %s", ip, refused)
         await _refuse(scope, send, 429, ErrorCode.RATE_LIMITED, refused)
         return
-    hooks = scope.get("extensions", {}).get("pushhub.transport", {})
+    guard = scope.get("extensions", {}).get("pushhub.transport")
     try:
         await send({"type": "websocket.accept"})
         # The per-IP slot goes back when the close is decided, not when a peer that
         # stopped reading finally lets go of the socket.
-        conn = node.open(_Sender(send, hooks.get("abort")), ip, lambda: gate.release(ip))
+        conn = node.open(_Sender(send, guard), ip, state.release_ip)
     except BaseException:
         gate.release(ip)
         raise

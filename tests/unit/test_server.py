@@ -626,14 +626,14 @@ async def test_the_websocket_protocol_takes_over_the_same_guard(
     assert ws.close_timeout == LIMITS.close_timeout
 
 
-async def test_the_app_gets_an_abort_callable_that_resets_the_socket(
+async def test_the_app_gets_an_abort_hook_that_resets_the_socket(
     clock: ManualClock, harness: Callable[..., Harness]
 ) -> None:
     app = WebSocketApp()
     h = harness(app=app)
     await open_websocket(h, app)
 
-    app.scope["extensions"][TRANSPORT_EXTENSION]["abort"]()
+    app.scope["extensions"][TRANSPORT_EXTENSION].abort()
     await h.transport.until(lambda: app.received[-1]["type"] == "websocket.disconnect")
 
     assert h.transport.aborted
