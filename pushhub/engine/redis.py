@@ -179,18 +179,27 @@ class RedisEngine:
             logger.warning("Redis is not reachable at start-up; the node starts unready")
 
     async def close(self) -> None:
+        """Stop the reader and the watchdog and close every connection, within a bound:
+        a shutdown never hangs on a Redis that stopped answering (each step gets
+        ``connect_timeout``, and a step that runs out is logged and left behind)."""
         self._closing = True
-        for task in (self._watchdog, self._reader):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = [t for t in (self._watchdog, self._reader, *self._background) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=self._connect_timeout)
+            if stuck:
+                logger.warning("%d Redis engine tasks did not stop in time", len(stuck))
         self._watchdog = self._reader = None
-        with contextlib.suppress(*_IO_ERRORS):
-            await self._client.aclose()
-        with contextlib.suppress(*_IO_ERRORS):
-            # A pool handed to Redis() is ours to close, not the client's.
-            await self._client.connection_pool.disconnect()
+        # A pool handed to Redis() is ours to close, not the client's.
+        for step in (self._client.aclose, self._client.connection_pool.disconnect):
+            try:
+                async with asyncio.timeout(self._connect_timeout):
+                    await step()
+            except TimeoutError:
+                logger.warning("closing the Redis connections took over %gs", self._connect_timeout)
+            except _IO_ERRORS:
+                pass
 
     # -- the Pub/Sub connection -------------------------------------------------------
 
