@@ -11,7 +11,6 @@ a token can never pick its own key. ``docs/security.md`` is the reference.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -265,7 +264,3 @@ def may_subscribe(
     if options.subscribe == "authenticated" or subscription_token_ok:
         return True
     return any(fnmatchcase(channel, pattern) for pattern in granted)
-
-
-def now() -> int:
-    return int(time.time())

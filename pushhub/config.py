@@ -347,9 +347,6 @@ PARSERS: dict[str, Parser] = {
     "keepalive_timeout": _float(0.5, 600),
 }
 
-#: Settings only the configuration file can hold (they are tables, not scalars).
-FILE_ONLY = {"channels"}
-
 #: Unprefixed variables that hosting platforms set; the PUSHHUB_ form wins over them.
 PLATFORM_ENV = {"redis_url": "REDIS_URL", "port": "PORT"}
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from pushhub.errors import CloseCode
 from pushhub.ratelog import RateLimitedLog
+from pushhub.recovery import Held
 
 logger = logging.getLogger("pushhub.connection")
 
@@ -75,42 +76,6 @@ class Outbox:
                 self._errors.exception("flush", "flushing %s failed", conn.id)
 
 
-class Held:
-    """Events of one channel held while its subscription is set up (a presence join,
-    a recovery replay), with their offsets, to be merged afterwards (see Node).
-
-    Bounded in count and bytes. Past either bound the oldest are dropped and
-    ``overflowed`` is set: on a durable channel the replay then reads on from the
-    history until it meets what is still held, so nothing is lost and the client is
-    never closed for it.
-    """
-
-    __slots__ = ("frames", "max_bytes", "max_frames", "overflowed", "overflows", "size")
-
-    def __init__(self, max_frames: int, max_bytes: int) -> None:
-        self.frames: list[tuple[int | None, str]] = []
-        self.size = 0
-        self.max_frames = max_frames
-        self.max_bytes = max_bytes
-        self.overflowed = False
-        self.overflows = 0  # how many times, so a replay can tell a new overflow apart
-
-    def add(self, offset: int | None, frame: str) -> None:
-        self.frames.append((offset, frame))
-        self.size += len(frame)
-        if len(self.frames) > self.max_frames or self.size > self.max_bytes:
-            self.overflowed = True
-            self.overflows += 1
-            self.frames = [self.frames[-1]]
-            self.size = len(frame)
-
-    def first_offset(self) -> int | None:
-        for offset, _ in self.frames:
-            if offset is not None:
-                return offset
-        return None
-
-
 class ConnectionState(Enum):
     OPEN = "open"
     CLOSING = "closing"
@@ -148,13 +113,13 @@ class Connection:
         "close_timeout",
         "expires_at",
         "granted",
+        "held",
         "id",
         "identified",
         "info",
         "ip",
         "max_queue_bytes",
         "on_release",
-        "pending",
         "query_bucket",
         "state",
         "timer",
@@ -188,7 +153,7 @@ class Connection:
         self.ip: str | None = None
         #: Channels being set up: frames that arrive meanwhile wait here, with their
         #: offsets, to be merged after the replay (see Node.subscribe).
-        self.pending: dict[str, Held] | None = None
+        self.held: dict[str, Held] | None = None
         #: Presence and history queries' budget, made on the first query (see Node).
         self.query_bucket: Any = None
         self.close_timeout = close_timeout

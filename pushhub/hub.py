@@ -75,9 +75,9 @@ class Hub:
             return 0
         delivered = 0
         for conn in subs:
-            pending = conn.pending
-            if pending is not None and channel in pending:
-                pending[channel].add(offset, frame)
+            held = conn.held
+            if held is not None and channel in held:
+                held[channel].add(offset, frame)
                 continue
             if conn.send(frame):
                 delivered += 1

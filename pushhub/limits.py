@@ -96,10 +96,6 @@ class ConnectionGate:
         for ip in [ip for ip, st in self._ips.items() if st.open <= 0 and st.bucket.full()]:
             del self._ips[ip]
 
-    def open_connections(self, ip: str) -> int:
-        state = self._ips.get(ip)
-        return state.open if state else 0
-
 
 class OriginPolicy:
     """Which browser origins may open a WebSocket."""

@@ -23,11 +23,10 @@ import orjson
 from pushhub import auth, protocol
 from pushhub.channels import ChannelRules
 from pushhub.config import Settings
-from pushhub.connection import Connection, ConnectionState, Held, Outbox, Sender
+from pushhub.connection import Connection, ConnectionState, Outbox, Sender
 from pushhub.engine.base import (
     NO_HISTORY,
     Engine,
-    HistoryRead,
     PresenceEntry,
     PresenceMember,
     StreamPosition,
@@ -44,6 +43,7 @@ from pushhub.hub import MAX_HELD, Hub
 from pushhub.limits import TokenBucket
 from pushhub.presence import PresenceManager
 from pushhub.ratelog import RateLimitedLog
+from pushhub.recovery import Held, StreamTracker, Verdict, can_recover, caught_up
 
 logger = logging.getLogger("pushhub.node")
 
@@ -53,26 +53,6 @@ def generate_node_id() -> str:
     connection id to others, so it names no host, process or count (the start-up log
     line ties it to the host and PID for operators)."""
     return "n" + secrets.token_hex(5)
-
-
-def can_recover(since: protocol.Position, read: HistoryRead, cap: int) -> bool:
-    """Whether the gap after ``since`` can be closed exactly from ``read``, the first
-    page of the history after it: all of it, or nothing.
-
-    A client that saw the channel without history (the empty epoch) has missed nothing
-    only while there still is none: a history that appeared since may be a second life
-    of one it never saw, so it cannot be proved complete.
-    """
-    top = read.position.offset
-    if since.epoch != read.position.epoch or since.offset > top:
-        return False
-    missed = top - since.offset
-    if missed == 0:
-        return True
-    if missed > cap or read.first == 0 or read.first > since.offset + 1:
-        return False
-    got = [m.offset for m in read.messages[:missed]]
-    return bool(got) and got == list(range(since.offset + 1, since.offset + 1 + len(got)))
 
 
 def member_json(member: PresenceMember, max_depth: int = protocol.MAX_JSON_DEPTH) -> dict[str, Any]:
@@ -129,8 +109,8 @@ class Node:
         self.delivery_errors = 0
         self._errors = RateLimitedLog(logger)
         self._locks: dict[str, _ChannelLock] = {}
-        #: Durable channels held here -> the newest position seen, to detect loss.
-        self._positions: dict[str, StreamPosition] = {}
+        #: Durable channels held here: the newest position delivered, to detect loss.
+        self.streams = StreamTracker()
         self._tasks: set[asyncio.Task[None]] = set()
         #: Connections whose close was decided -> the task releasing what they held.
         self._releasing: dict[Connection, asyncio.Task[None]] = {}
@@ -215,31 +195,28 @@ class Node:
         if type(offset) is not int or not isinstance(epoch, str):
             logger.debug("dropped a durable envelope without a position on %s", channel)
             return
-        last = self._positions.get(channel)
-        if last is not None:
-            if last.epoch == epoch and offset <= last.offset:
-                return  # already delivered, or older than the subscribers' position
-            # The first message of a history that was seen empty follows on from it.
-            born = last == NO_HISTORY and offset == 1
-            if not born and (last.epoch != epoch or offset != last.offset + 1):
-                # A message was lost between Redis and this node (or the history was
-                # cleared): the subscribers recover from the stream, this one included.
-                self._lost(channel, f"had {last.epoch}/{last.offset}, received {epoch}/{offset}")
-                return
-        self._positions[channel] = StreamPosition(offset, epoch)
+        last = self.streams.get(channel)
+        verdict = self.streams.observe(channel, offset, epoch)
+        if verdict is Verdict.DUPLICATE:
+            return  # already delivered, or older than the subscribers' position
+        if verdict is Verdict.GAP:
+            # A message was lost between Redis and this node (or the history was
+            # cleared): the subscribers recover from the stream, this one included.
+            self._lost(channel, f"had {last}, received {epoch}/{offset}")
+            return
         frame = protocol.message(channel, protocol.payload_data(body, self._depth), offset, epoch)
         self.messages_delivered += self.hub.broadcast(channel, frame, offset)
 
     def _lost(self, channel: str, why: str) -> None:
         """Tell every local subscriber of ``channel`` to resubscribe from its position."""
         logger.warning("lost messages on %s (%s); subscribers must recover", channel, why)
-        self._positions.pop(channel, None)
+        self.streams.forget(channel)
         conns = self.hub.subscribers(channel)
         frame = protocol.unsubscribed(channel, None, reason="recover")
         for conn in conns:
             self.hub.remove(conn, channel)
-            if conn.pending is not None:
-                conn.pending.pop(channel, None)
+            if conn.held is not None:
+                conn.held.pop(channel, None)
             conn.send(frame)
         self._spawn(self._release_channel(channel, conns))
 
@@ -269,7 +246,7 @@ class Node:
     async def _check_positions(self) -> None:
         """After an engine outage: any durable channel that moved on meanwhile lost
         messages on their way here, so its subscribers recover."""
-        channels = [c for c in self._positions if self.hub.has_subscribers(c)]
+        channels = [c for c in self.streams.channels() if self.hub.has_subscribers(c)]
         if not channels:
             return
         try:
@@ -278,8 +255,8 @@ class Node:
             logger.warning("cannot check durable channels after reconnecting: %s", exc)
             return
         for channel, position in zip(channels, positions, strict=True):
-            last = self._positions.get(channel)
-            if (position or NO_HISTORY) != last:
+            if self.streams.moved(channel, position):
+                last = self.streams.get(channel)
                 self._lost(channel, f"had {last}, the stream is at {position} after reconnecting")
 
     def _spawn(self, coro: Any) -> None:
@@ -355,7 +332,7 @@ class Node:
         channels = tuple(conn.channels)
         for channel in channels:
             self.hub.remove(conn, channel)
-        conn.pending = None
+        conn.held = None
         task = asyncio.get_running_loop().create_task(self._release(conn, channels))
         self._releasing[conn] = task
         task.add_done_callback(lambda _: self._releasing.pop(conn, None))
@@ -476,9 +453,9 @@ class Node:
             setup = options.durable or options.presence
             if setup:
                 # Hold live frames from now on, until the subscription is set up.
-                if conn.pending is None:
-                    conn.pending = {}
-                conn.pending[channel] = Held(MAX_HELD, self.settings.outbound_queue_bytes)
+                if conn.held is None:
+                    conn.held = {}
+                conn.held[channel] = Held(MAX_HELD, self.settings.outbound_queue_bytes)
             # Register and confirm in one step, with no await between, so that no
             # message of this channel can reach the client before "subscribed".
             self.hub.add(conn, channel)
@@ -500,12 +477,11 @@ class Node:
 
     def _release_held(self, conn: Connection, channel: str, after: int | None) -> None:
         """Send the frames held during set-up, skipping durable ones at or below ``after``."""
-        held = conn.pending.pop(channel, None) if conn.pending is not None else None
-        if conn.pending is not None and not conn.pending:
-            conn.pending = None
-        for offset, frame in held.frames if held is not None else ():
-            if offset is None or after is None or offset > after:
-                conn.send(frame)
+        held = conn.held.pop(channel, None) if conn.held is not None else None
+        if conn.held is not None and not conn.held:
+            conn.held = None
+        for frame in held.after(after) if held is not None else ():
+            conn.send(frame)
 
     async def _catch_up(
         self,
@@ -542,15 +518,15 @@ class Node:
             ) from None
         except EngineError as exc:
             logger.warning("reading the position of %s failed: %s", channel, exc)
-            if conn.pending is not None:
-                conn.pending.pop(channel, None)
+            if conn.held is not None:
+                conn.held.pop(channel, None)
             await self._leave(conn, channel)
             raise unavailable(request_id) from None
         wire = protocol.Position(position.offset, position.epoch)
         conn.send(protocol.subscribed(channel, request_id, wire, recovered))
         self._release_held(conn, channel, position.offset)
-        if channel not in self._positions and self.hub.has_subscribers(channel):
-            self._positions[channel] = position
+        if self.hub.has_subscribers(channel):
+            self.streams.start(channel, position)
 
     async def _recover(
         self, conn: Connection, channel: str, since: protocol.Position
@@ -585,7 +561,7 @@ class Node:
                     conn.send(protocol.message(channel, data, m.offset, epoch))
                     last, sent = m.offset, sent + 1
                 target = max(target, read.position.offset)
-                if self._caught_up(conn, channel, last, target, seen):
+                if caught_up(self._held(conn, channel), last, target, seen):
                     return StreamPosition(last, epoch), True
                 if sent >= 2 * cap or not await conn.wait_below(page):
                     # Not keeping up with the live stream, or gone: stop honestly.
@@ -599,28 +575,12 @@ class Node:
             return found or NO_HISTORY, False
 
     @staticmethod
-    def _overflows(conn: Connection, channel: str) -> int:
-        held = conn.pending.get(channel) if conn.pending is not None else None
+    def _held(conn: Connection, channel: str) -> Held | None:
+        return conn.held.get(channel) if conn.held is not None else None
+
+    def _overflows(self, conn: Connection, channel: str) -> int:
+        held = self._held(conn, channel)
         return held.overflows if held is not None else 0
-
-    @staticmethod
-    def _caught_up(conn: Connection, channel: str, last: int, target: int, seen: int) -> bool:
-        """Whether the replay up to ``last`` meets the live messages held for the client.
-
-        ``target`` is the newest position the history reads gave, ``seen`` how many
-        times the held frames had overflowed when the last read began. Without an
-        overflow, the held frames start right after the first read's position. After
-        one, they start at the oldest durable frame still held; if none is (only
-        presence events were kept), every dropped frame is covered only by a read that
-        began after the overflow.
-        """
-        held = conn.pending.get(channel) if conn.pending is not None else None
-        if held is None or not held.overflowed:
-            return last >= target
-        first = held.first_offset()
-        if first is None:
-            return last >= target and held.overflows == seen
-        return last + 1 >= first
 
     async def unsubscribe(self, conn: Connection, channel: str, request_id: int | None) -> None:
         if channel not in conn.channels:
@@ -639,7 +599,7 @@ class Node:
             return
         async with self._channel_lock(channel):
             if not self.hub.has_subscribers(channel):
-                self._positions.pop(channel, None)
+                self.streams.forget(channel)
                 await self.engine.unsubscribe(channel)
 
     # -- identity and presence -----------------------------------------------------------

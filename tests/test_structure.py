@@ -107,3 +107,10 @@ def test_engines_know_nothing_of_connections_hub_or_node(forbidden: str) -> None
 
 def test_protocol_does_no_asyncio() -> None:
     assert "pushhub.protocol" not in importers_of("asyncio")
+
+
+@pytest.mark.parametrize("forbidden", ["asyncio", "pushhub.connection", "pushhub.node"])
+def test_recovery_state_is_plain_code(forbidden: str) -> None:
+    # Held frames and the stream tracker are decided without I/O, so they are tested
+    # with plain calls; the node does the awaiting.
+    assert "pushhub.recovery" not in importers_of(forbidden)

@@ -466,7 +466,7 @@ async def test_one_failing_flush_does_not_cost_the_other_connections_theirs(
 
 
 def test_held_frames_past_their_bound_keep_the_newest_and_say_so() -> None:
-    from pushhub.connection import Held
+    from pushhub.recovery import Held
 
     held = Held(max_frames=3, max_bytes=1000)
     for offset in range(1, 4):

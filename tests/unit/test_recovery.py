@@ -13,9 +13,8 @@ import orjson
 import pytest
 
 from pushhub import protocol
-from pushhub.engine.base import HistoryMessage, HistoryRead, StreamPosition
+from pushhub.engine.base import NO_HISTORY, HistoryMessage, HistoryRead, StreamPosition
 from pushhub.errors import ErrorCode, ProtocolError
-from pushhub.node import can_recover
 from pushhub.protocol import (
     ENVELOPE,
     PRESENCE_PAGE_DEFAULT,
@@ -24,6 +23,7 @@ from pushhub.protocol import (
     Publish,
     Subscribe,
 )
+from pushhub.recovery import Held, StreamTracker, Verdict, can_recover, caught_up
 
 EPOCH = "6b0bf94cc87b9"
 CAP = 300
@@ -426,26 +426,94 @@ def test_durable_server_frame_is_compact_json_on_one_line(encoded: str, expected
 
 
 def test_a_replay_after_an_overflow_that_kept_no_durable_frame_reads_once_more() -> None:
-    from pushhub.connection import Connection, Held
-    from pushhub.node import Node
-
-    class Idle:
-        async def send_text(self, text: str) -> None: ...
-        async def close(self, code: int, reason: str) -> None: ...
-        def abort(self) -> None: ...
-
-    conn = Connection("c", Idle(), 1 << 20)
     held = Held(max_frames=2, max_bytes=1 << 20)
-    conn.pending = {"user:1": held}
     for offset in (11, 12):
         held.add(offset, "m")
     seen_before = held.overflows
     held.add(None, "join")  # overflows; only the presence event is kept
 
     # Durable frames 11 and 12 were dropped: only a read begun after the overflow covers them.
-    assert not Node._caught_up(conn, "user:1", 10, 10, seen_before)
-    assert Node._caught_up(conn, "user:1", 12, 12, held.overflows)
+    assert not caught_up(held, 10, 10, seen_before)
+    assert caught_up(held, 12, 12, held.overflows)
     # Without an overflow, the first read's position is the mark.
-    fresh = Held(max_frames=10, max_bytes=1 << 20)
-    conn.pending = {"user:1": fresh}
-    assert Node._caught_up(conn, "user:1", 10, 10, 0)
+    assert caught_up(Held(max_frames=10, max_bytes=1 << 20), 10, 10, 0)
+    assert caught_up(None, 10, 10, 0)
+    assert not caught_up(None, 9, 10, 0)
+
+
+def test_after_an_overflow_the_replay_meets_the_oldest_durable_frame_still_held() -> None:
+    held = Held(max_frames=2, max_bytes=1 << 20)
+    for offset in (5, 6, 7):
+        held.add(offset, "m")  # the third overflows: only 7 is kept
+
+    assert not caught_up(held, 5, 6, 0)
+    assert caught_up(held, 6, 6, 0)
+
+
+def test_held_frames_are_released_beyond_the_replayed_position_with_every_event() -> None:
+    held = Held(max_frames=10, max_bytes=1 << 20)
+    for offset, frame in ((3, "m3"), (None, "join"), (4, "m4"), (5, "m5")):
+        held.add(offset, frame)
+
+    assert held.after(4) == ["join", "m5"]
+    assert held.after(None) == ["m3", "join", "m4", "m5"]
+
+
+# -- the stream tracker ------------------------------------------------------------------
+
+
+def test_the_next_offset_is_delivered_and_moves_the_position() -> None:
+    streams = StreamTracker()
+    streams.start("user:1", StreamPosition(4, EPOCH))
+
+    assert streams.observe("user:1", 5, EPOCH) is Verdict.DELIVER
+    assert streams.get("user:1") == StreamPosition(5, EPOCH)
+
+
+def test_an_offset_already_delivered_is_a_duplicate() -> None:
+    streams = StreamTracker()
+    streams.start("user:1", StreamPosition(4, EPOCH))
+
+    assert streams.observe("user:1", 4, EPOCH) is Verdict.DUPLICATE
+    assert streams.observe("user:1", 2, EPOCH) is Verdict.DUPLICATE
+    assert streams.get("user:1") == StreamPosition(4, EPOCH)
+
+
+def test_a_skipped_offset_or_another_epoch_is_a_gap() -> None:
+    streams = StreamTracker()
+    streams.start("user:1", StreamPosition(4, EPOCH))
+
+    assert streams.observe("user:1", 6, EPOCH) is Verdict.GAP
+    assert streams.observe("user:1", 5, "another") is Verdict.GAP
+    assert streams.get("user:1") == StreamPosition(4, EPOCH)
+
+
+def test_the_first_message_of_a_history_seen_empty_follows_on_from_it() -> None:
+    streams = StreamTracker()
+    streams.start("user:1", NO_HISTORY)
+
+    assert streams.observe("user:1", 1, EPOCH) is Verdict.DELIVER
+    fresh = StreamTracker()
+    fresh.start("user:2", NO_HISTORY)
+    assert fresh.observe("user:2", 3, EPOCH) is Verdict.GAP
+
+
+def test_a_channel_without_a_position_takes_the_first_message_it_sees() -> None:
+    streams = StreamTracker()
+
+    assert streams.observe("user:1", 9, EPOCH) is Verdict.DELIVER
+    streams.start("user:1", StreamPosition(7, EPOCH))  # the catch-up read, older
+    assert streams.get("user:1") == StreamPosition(9, EPOCH)
+
+
+def test_a_stream_that_moved_while_the_node_was_away_means_loss() -> None:
+    streams = StreamTracker()
+    streams.start("user:1", StreamPosition(4, EPOCH))
+    streams.start("user:2", NO_HISTORY)
+
+    assert not streams.moved("user:1", StreamPosition(4, EPOCH))
+    assert streams.moved("user:1", StreamPosition(6, EPOCH))
+    assert not streams.moved("user:2", None)
+    assert streams.moved("user:2", StreamPosition(1, EPOCH))
+    streams.forget("user:1")
+    assert streams.channels() == ["user:2"]
