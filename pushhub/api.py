@@ -187,40 +187,29 @@ def _limiter_key(request: Request) -> str:
 
 async def _check_rate(request: Request) -> None:
     node = _node(request)
-    settings = node.settings
     try:
-        allowed = await node.engine.rate_limit(
-            _limiter_key(request),
-            settings.publish_rate,
-            settings.publish_burst,
-            node.presence.now_ms(),
-        )
+        allowed = await node.publish_allowed(_limiter_key(request))
     except EngineError:
         return  # the publish itself will answer 503
     if not allowed:
         raise ProtocolError(
-            ErrorCode.RATE_LIMITED, f"over {settings.publish_rate:g} publishes a second"
+            ErrorCode.RATE_LIMITED, f"over {node.settings.publish_rate:g} publishes a second"
         )
 
 
 async def publish(request: Request) -> Response:
     node = _node(request)
+    authorize(request)
+    require_json_body(request)
+    await _check_rate(request)
+    settings = node.settings
+    body = await read_json_body(request, settings.max_message_size, settings.max_json_depth)
+    channels, data, key = parse_publish(body)
     try:
-        authorize(request)
-        require_json_body(request)
-        await _check_rate(request)
-        settings = node.settings
-        body = await read_json_body(request, settings.max_message_size, settings.max_json_depth)
-        channels, data, key = parse_publish(body)
         positions = await node.publish(channels, data, key)
-    except UnsupportedMediaType as exc:
-        return error_response(exc.code, exc.message, exc.status)
-    except ProtocolError as exc:
-        return error_response(exc.code, exc.message)
     except EngineError as exc:
         logger.warning("HTTP publish failed: %s", exc)
-        err = unavailable()
-        return error_response(err.code, err.message)
+        raise unavailable() from None
     results = [
         {"channel": c} if p is None else {"channel": c, "offset": p.offset, "epoch": p.epoch}
         for c, p in zip(channels, positions, strict=True)
@@ -237,20 +226,15 @@ def _bool_param(request: Request, name: str) -> bool:
 
 async def history(request: Request) -> Response:
     node = _node(request)
-    try:
-        authorize(request)
-        channel = protocol.validate_channel(request.path_params["channel"])
-        since = protocol.parse_offset(request.query_params.get("since"))
-        limit = protocol.parse_limit(request.query_params.get("limit"))
-        reverse = _bool_param(request, "reverse")
-        if request.method == "DELETE":
-            cleared = await node.clear_history(channel)
-            return json_response(
-                {"channel": channel, "offset": cleared.offset, "epoch": cleared.epoch}
-            )
-        position, messages, next_since = await node.history(channel, since, limit, reverse)
-    except ProtocolError as exc:
-        return error_response(exc.code, exc.message)
+    authorize(request)
+    channel = protocol.validate_channel(request.path_params["channel"])
+    since = protocol.parse_offset(request.query_params.get("since"))
+    limit = protocol.parse_limit(request.query_params.get("limit"))
+    reverse = _bool_param(request, "reverse")
+    if request.method == "DELETE":
+        cleared = await node.clear_history(channel)
+        return json_response({"channel": channel, "offset": cleared.offset, "epoch": cleared.epoch})
+    position, messages, next_since = await node.history(channel, since, limit, reverse)
     body = {
         "channel": channel,
         "offset": position.offset,
@@ -263,64 +247,40 @@ async def history(request: Request) -> Response:
 
 async def presence_members(request: Request) -> Response:
     node = _node(request)
-    try:
-        authorize(request)
-        channel = protocol.validate_channel(request.path_params["channel"])
-        limit = protocol.parse_limit(request.query_params.get("limit"))
-        cursor = protocol.parse_cursor(request.query_params.get("cursor"))
-        members, next_cursor = await node.presence_page(channel, limit, cursor)
-    except ProtocolError as exc:
-        return error_response(exc.code, exc.message)
+    authorize(request)
+    channel = protocol.validate_channel(request.path_params["channel"])
+    limit = protocol.parse_limit(request.query_params.get("limit"))
+    cursor = protocol.parse_cursor(request.query_params.get("cursor"))
+    members, next_cursor = await node.presence_page(channel, limit, cursor)
     return json_response({"channel": channel, "members": members, "next_cursor": next_cursor})
-
-
-async def _counts(node: Node, channels: list[str]) -> list[dict[str, int] | None]:
-    enabled = [c for c in channels if node.rules.options(c).presence]
-    try:
-        counts = dict(zip(enabled, await node.engine.presence_counts(enabled), strict=True))
-    except EngineUnavailable:
-        raise unavailable() from None
-    return [
-        {"users": counts[c].users, "connections": counts[c].connections} if c in counts else None
-        for c in channels
-    ]
 
 
 async def presence_count(request: Request) -> Response:
     node = _node(request)
-    try:
-        authorize(request)
-        channel = protocol.validate_channel(request.path_params["channel"])
-        node.require_presence(channel)
-        (count,) = await _counts(node, [channel])
-    except ProtocolError as exc:
-        return error_response(exc.code, exc.message)
+    authorize(request)
+    channel = protocol.validate_channel(request.path_params["channel"])
+    node.require_presence(channel)
+    (count,) = await node.presence_counts([channel])
     return json_response({"channel": channel, **(count or {})})
 
 
 async def presence_counts(request: Request) -> Response:
     node = _node(request)
-    try:
-        authorize(request)
-        raw = request.query_params.get("channels", "")
-        names = list(dict.fromkeys(c for c in raw.split(",") if c))
-        if not 1 <= len(names) <= MAX_PUBLISH_CHANNELS:
-            raise ProtocolError(
-                ErrorCode.BAD_REQUEST,
-                f"give 1 to {MAX_PUBLISH_CHANNELS} comma-separated names in ?channels=",
-            )
-        channels = [protocol.validate_channel(c) for c in names]
-        counts = await _counts(node, channels)
-    except ProtocolError as exc:
-        return error_response(exc.code, exc.message)
+    authorize(request)
+    raw = request.query_params.get("channels", "")
+    names = list(dict.fromkeys(c for c in raw.split(",") if c))
+    if not 1 <= len(names) <= MAX_PUBLISH_CHANNELS:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            f"give 1 to {MAX_PUBLISH_CHANNELS} comma-separated names in ?channels=",
+        )
+    channels = [protocol.validate_channel(c) for c in names]
+    counts = await node.presence_counts(channels)
     return json_response({"channels": dict(zip(channels, counts, strict=True))})
 
 
 async def stats(request: Request) -> Response:
-    try:
-        authorize(request)
-    except ProtocolError as exc:
-        return error_response(exc.code, exc.message)
+    authorize(request)
     return json_response(_node(request).stats())
 
 
@@ -341,16 +301,16 @@ def _may_see_internals(request: Request) -> bool:
 async def readyz(request: Request) -> Response:
     node = _node(request)
     try:
-        await node.engine.check()
+        await node.check()
     except EngineUnavailable as exc:
         # The status stays public (load balancers need it); the reason names Redis's
         # host and port, which is nobody else's business.
         if not _may_see_internals(request):
             return json_response({"status": "unavailable"}, 503)
         return json_response(
-            {"status": "unavailable", "engine": node.engine.name, "reason": str(exc)}, 503
+            {"status": "unavailable", "engine": node.engine_name, "reason": str(exc)}, 503
         )
-    return json_response({"status": "ready", "engine": node.engine.name})
+    return json_response({"status": "ready", "engine": node.engine_name})
 
 
 async def index(request: Request) -> Response:
@@ -359,6 +319,24 @@ async def index(request: Request) -> Response:
     if page.is_file():
         return FileResponse(page, media_type="text/html")
     return json_response({"name": "pushhub", "version": __version__, "websocket": "/ws"})
+
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    """Every route's refusal, in one place: a ``ProtocolError`` raised anywhere below a
+    route becomes its JSON error body and status."""
+    assert isinstance(exc, ProtocolError)
+    return error_response(exc.code, exc.message, getattr(exc, "status", None))
+
+
+async def _engine_failed(request: Request, exc: Exception) -> Response:
+    """An engine failure no route turned into an answer: the engine is unavailable."""
+    logger.warning("HTTP %s %s failed: %s", request.method, request.url.path, exc)
+    err = unavailable()
+    return error_response(err.code, err.message)
+
+
+#: For ``Starlette(exception_handlers=...)``: the routes raise, these answer.
+exception_handlers = {ProtocolError: _refused, EngineError: _engine_failed}
 
 
 def middleware(static_dir: Path) -> list[Middleware]:

@@ -55,7 +55,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> PushhubApp:
         *api.routes,
         Mount("/static", StaticFiles(directory=static, check_dir=False), name="static"),
     ]
-    http = Starlette(routes=routes, lifespan=lifespan, middleware=api.middleware(static))
+    http = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=api.middleware(static),
+        exception_handlers=api.exception_handlers,
+    )
     http.state.static_dir = static
     http.state.gate = ConnectionGate(settings)
     # One callable shared by every connection (a closure per socket costs memory).

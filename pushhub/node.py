@@ -895,6 +895,38 @@ class Node:
             raise unavailable() from None
         return protocol.Position(position.offset, position.epoch)
 
+    # -- facades for the HTTP API ------------------------------------------------------------
+
+    async def publish_allowed(self, key: str) -> bool:
+        """One HTTP publish against ``key``'s budget, shared by every node."""
+        settings = self.settings
+        return await self.engine.rate_limit(
+            key, settings.publish_rate, settings.publish_burst, self.presence.now_ms()
+        )
+
+    async def presence_counts(self, channels: list[str]) -> list[dict[str, int] | None]:
+        """Users and connections per channel (None where presence is off), O(1) each."""
+        enabled = [c for c in channels if self.rules.options(c).presence]
+        try:
+            found = await self.engine.presence_counts(enabled)
+        except EngineUnavailable:
+            raise unavailable() from None
+        counts = dict(zip(enabled, found, strict=True))
+        return [
+            {"users": counts[c].users, "connections": counts[c].connections}
+            if c in counts
+            else None
+            for c in channels
+        ]
+
+    async def check(self) -> None:
+        """Raise ``EngineUnavailable`` unless the engine can publish and receive now."""
+        await self.engine.check()
+
+    @property
+    def engine_name(self) -> str:
+        return self.engine.name
+
     # -- introspection ---------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
