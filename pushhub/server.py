@@ -271,11 +271,24 @@ class TransportGuard(asyncio.Transport):
         return self._transport.can_write_eof()
 
 
-class PushhubWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol, with bounded closes and stalls."""
+class _Guarded(asyncio.Protocol):
+    """What both protocols add to uvicorn's: the limits, the transport guard, and the
+    write side's pauses forwarded to the guard (its ``write_timeout`` timer)."""
 
     limits: ClassVar[Limits] = Limits()
     guard: TransportGuard
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.guard.writing_paused()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.guard.writing_resumed()
+
+
+class PushhubWebSocketProtocol(_Guarded, WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol, with bounded closes and stalls."""
 
     def __init__(
         self,
@@ -300,14 +313,6 @@ class PushhubWebSocketProtocol(WebSocketsSansIOProtocol):
         # waiting for the socket, which then raises ClientDisconnected.
         super().connection_lost(exc)
 
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        self.guard.writing_paused()
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        self.guard.writing_resumed()
-
     def keepalive_timeout(self) -> None:
         # uvicorn writes a 1011 close frame and closes, which waits for a buffer that a
         # dead peer never drains. Nothing answered the ping: there is no one to flush to.
@@ -326,12 +331,9 @@ class PushhubWebSocketProtocol(WebSocketsSansIOProtocol):
         await super().run_asgi()
 
 
-class PushhubHttpProtocol(HttpToolsProtocol):
+class PushhubHttpProtocol(_Guarded, HttpToolsProtocol):
     """uvicorn's httptools protocol, with a header deadline and size cap, bounded
     closes and stalls, and ``max_connections`` applied to WebSocket upgrades."""
-
-    limits: ClassVar[Limits] = Limits()
-    guard: TransportGuard
 
     def __init__(
         self,
@@ -362,14 +364,6 @@ class PushhubHttpProtocol(HttpToolsProtocol):
         self._cancel_header_deadline()
         self.guard.lost()
         super().connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        self.guard.writing_paused()
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        self.guard.writing_resumed()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
