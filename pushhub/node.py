@@ -215,8 +215,7 @@ class Node:
         frame = protocol.unsubscribed(channel, None, reason="recover")
         for conn in conns:
             self.hub.remove(conn, channel)
-            if conn.held is not None:
-                conn.held.pop(channel, None)
+            self._drop_held(conn, channel)
             conn.send(frame)
         self._spawn(self._release_channel(channel, conns))
 
@@ -477,11 +476,17 @@ class Node:
 
     def _release_held(self, conn: Connection, channel: str, after: int | None) -> None:
         """Send the frames held during set-up, skipping durable ones at or below ``after``."""
+        held = self._drop_held(conn, channel)
+        for frame in held.after(after) if held is not None else ():
+            conn.send(frame)
+
+    @staticmethod
+    def _drop_held(conn: Connection, channel: str) -> Held | None:
+        """Take ``channel``'s held frames off the connection (no dict left behind)."""
         held = conn.held.pop(channel, None) if conn.held is not None else None
         if conn.held is not None and not conn.held:
             conn.held = None
-        for frame in held.after(after) if held is not None else ():
-            conn.send(frame)
+        return held
 
     async def _catch_up(
         self,
@@ -518,8 +523,7 @@ class Node:
             ) from None
         except EngineError as exc:
             logger.warning("reading the position of %s failed: %s", channel, exc)
-            if conn.held is not None:
-                conn.held.pop(channel, None)
+            self._drop_held(conn, channel)
             await self._leave(conn, channel)
             raise unavailable(request_id) from None
         wire = protocol.Position(position.offset, position.epoch)
