@@ -24,13 +24,7 @@ from pushhub import auth, protocol
 from pushhub.channels import ChannelRules
 from pushhub.config import Settings
 from pushhub.connection import Connection, ConnectionState, Outbox, Sender
-from pushhub.engine.base import (
-    NO_HISTORY,
-    Engine,
-    PresenceEntry,
-    PresenceMember,
-    StreamPosition,
-)
+from pushhub.engine.base import Engine, PresenceEntry, PresenceMember
 from pushhub.errors import (
     CloseCode,
     EngineError,
@@ -44,6 +38,7 @@ from pushhub.limits import TokenBucket
 from pushhub.presence import PresenceManager
 from pushhub.ratelog import RateLimitedLog
 from pushhub.recovery import Held, StreamTracker, Verdict, can_recover, caught_up
+from pushhub.stream import NO_HISTORY, Position
 
 logger = logging.getLogger("pushhub.node")
 
@@ -424,7 +419,7 @@ class Node:
         conn: Connection,
         channel: str,
         request_id: int | None,
-        since: protocol.Position | None = None,
+        since: Position | None = None,
         token: str | None = None,
     ) -> None:
         if channel in conn.channels:
@@ -493,7 +488,7 @@ class Node:
         conn: Connection,
         channel: str,
         request_id: int | None,
-        since: protocol.Position | None,
+        since: Position | None,
     ) -> None:
         """Read the position of a durable channel (and, with ``since``, replay what the
         client missed, paced to what it reads); send "subscribed", then what arrived
@@ -526,15 +521,14 @@ class Node:
             self._drop_held(conn, channel)
             await self._leave(conn, channel)
             raise unavailable(request_id) from None
-        wire = protocol.Position(position.offset, position.epoch)
-        conn.send(protocol.subscribed(channel, request_id, wire, recovered))
+        conn.send(protocol.subscribed(channel, request_id, position, recovered))
         self._release_held(conn, channel, position.offset)
         if self.hub.has_subscribers(channel):
             self.streams.start(channel, position)
 
     async def _recover(
-        self, conn: Connection, channel: str, since: protocol.Position
-    ) -> tuple[StreamPosition, bool]:
+        self, conn: Connection, channel: str, since: Position
+    ) -> tuple[Position, bool]:
         """Replay what the client missed after ``since``, page by page as its queue
         drains, so a replay of any size within ``recovery_max`` completes without ever
         taking the client over its outbound limit. Returns the position to announce
@@ -566,7 +560,7 @@ class Node:
                     last, sent = m.offset, sent + 1
                 target = max(target, read.position.offset)
                 if caught_up(self._held(conn, channel), last, target, seen):
-                    return StreamPosition(last, epoch), True
+                    return Position(last, epoch), True
                 if sent >= 2 * cap or not await conn.wait_below(page):
                     # Not keeping up with the live stream, or gone: stop honestly.
                     raise _Unrecoverable
@@ -789,7 +783,7 @@ class Node:
 
     async def publish(
         self, channels: Sequence[str], data: Any, idempotency_key: str | None = None
-    ) -> list[StreamPosition | None]:
+    ) -> list[Position | None]:
         """Publish ``data`` to ``channels`` through the engine, reaching every node.
 
         Returns each channel's position: the offset and epoch on durable channels, None
@@ -810,7 +804,7 @@ class Node:
             await self.engine.publish(plain[0], payload)
         elif plain:
             await self.engine.publish_many((channel, payload) for channel in plain)
-        positions: dict[str, StreamPosition] = {}
+        positions: dict[str, Position] = {}
         for channel in channels:
             if channel in durable:
                 positions[channel] = await self.engine.publish_durable(
@@ -834,8 +828,7 @@ class Node:
             raise ProtocolError(exc.code, exc.message, command.id) from None
         except EngineError:
             raise unavailable(command.id) from None
-        wire = protocol.Position(position.offset, position.epoch) if position else None
-        conn.send(protocol.published(command.channel, command.id, wire))
+        conn.send(protocol.published(command.channel, command.id, position))
 
     # -- history ---------------------------------------------------------------------------
 
@@ -846,7 +839,7 @@ class Node:
         limit: int,
         reverse: bool,
         request_id: int | None = None,
-    ) -> tuple[protocol.Position, list[dict[str, Any]], int | None]:
+    ) -> tuple[Position, list[dict[str, Any]], int | None]:
         """Up to ``limit`` (at most ``recovery_max``) messages and at most a quarter of
         ``outbound_queue_bytes`` of them, the position, and the ``since`` that continues
         the read (None when there is nothing more)."""
@@ -870,8 +863,7 @@ class Node:
             end = read.messages[-1].offset
             more = end > read.first if reverse else end < read.position.offset
             next_since = end if more else None
-        position = protocol.Position(read.position.offset, read.position.epoch)
-        return position, messages, next_since
+        return read.position, messages, next_since
 
     async def history_query(self, conn: Connection, command: protocol.History) -> None:
         self._take_query(conn, command.id)
@@ -890,14 +882,13 @@ class Node:
             protocol.history_reply(command.channel, position, messages, next_since, command.id)
         )
 
-    async def clear_history(self, channel: str) -> protocol.Position:
+    async def clear_history(self, channel: str) -> Position:
         if not self.rules.options(channel).durable:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"{channel!r} is not a durable channel")
         try:
-            position = await self.engine.clear_history(channel)
+            return await self.engine.clear_history(channel)
         except EngineError:
             raise unavailable() from None
-        return protocol.Position(position.offset, position.epoch)
 
     # -- facades for the HTTP API ------------------------------------------------------------
 

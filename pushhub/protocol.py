@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from pushhub.errors import ErrorCode, ProtocolError
+from pushhub.stream import Position
 
 #: A channel name: 1-255 characters from this set. It excludes Redis glob characters
 #: (``* ? [ ]``), cluster hash-tag braces, whitespace and control characters, so a name
@@ -52,12 +53,6 @@ class Subscribe:
     since: Position | None = None
     #: A subscription token (a backend's grant of this channel to this user).
     token: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Position:
-    offset: int
-    epoch: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from enum import Enum
 
-from pushhub.engine.base import NO_HISTORY, HistoryRead, StreamPosition
-from pushhub.protocol import Position
+from pushhub.engine.base import HistoryRead
+from pushhub.stream import NO_HISTORY, Position
 
 
 class Held:
@@ -118,7 +118,7 @@ class StreamTracker:
     __slots__ = ("_positions",)
 
     def __init__(self) -> None:
-        self._positions: dict[str, StreamPosition] = {}
+        self._positions: dict[str, Position] = {}
 
     def observe(self, channel: str, offset: int, epoch: str) -> Verdict:
         """Judge a live message, and move the position when it is delivered. A channel
@@ -130,23 +130,23 @@ class StreamTracker:
             born = last == NO_HISTORY and offset == 1
             if not born and (last.epoch != epoch or offset != last.offset + 1):
                 return Verdict.GAP
-        self._positions[channel] = StreamPosition(offset, epoch)
+        self._positions[channel] = Position(offset, epoch)
         return Verdict.DELIVER
 
-    def start(self, channel: str, position: StreamPosition) -> None:
+    def start(self, channel: str, position: Position) -> None:
         """Record where a newly held channel stands, unless a live message already did."""
         self._positions.setdefault(channel, position)
 
     def forget(self, channel: str) -> None:
         self._positions.pop(channel, None)
 
-    def get(self, channel: str) -> StreamPosition | None:
+    def get(self, channel: str) -> Position | None:
         return self._positions.get(channel)
 
     def channels(self) -> list[str]:
         return list(self._positions)
 
-    def moved(self, channel: str, current: StreamPosition | None) -> bool:
+    def moved(self, channel: str, current: Position | None) -> bool:
         """Whether the stream's ``current`` position (None: no history) differs from the
         one delivered here: after a reconnect, that means messages were lost."""
         return (current or NO_HISTORY) != self._positions.get(channel)

@@ -53,6 +53,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from pushhub.stream import Position
+
 #: Called with (channel, payload) for every payload received on a subscribed channel.
 MessageHandler = Callable[[str, bytes], None]
 
@@ -78,16 +80,6 @@ class PresenceEntry:
 
 
 @dataclass(frozen=True, slots=True)
-class StreamPosition:
-    offset: int
-    epoch: str
-
-
-#: The position of a channel that has no history (never published, expired, lost).
-NO_HISTORY = StreamPosition(0, "")
-
-
-@dataclass(frozen=True, slots=True)
 class HistoryMessage:
     offset: int
     data: bytes  # the payload exactly as published
@@ -95,7 +87,7 @@ class HistoryMessage:
 
 @dataclass(frozen=True, slots=True)
 class HistoryRead:
-    position: StreamPosition  # the newest offset given out, and the epoch
+    position: Position  # the newest offset given out, and the epoch
     first: int  # the oldest offset still kept, 0 when none is
     messages: list[HistoryMessage]
 
@@ -187,7 +179,7 @@ class Engine(Protocol):
 
     async def publish_durable(
         self, channel: str, payload: bytes, idempotency_key: str | None = None
-    ) -> StreamPosition:
+    ) -> Position:
         """Append and publish atomically; the position the message was given."""
 
     async def read_history(
@@ -203,10 +195,10 @@ class Engine(Protocol):
         With ``max_bytes``, messages stop once their data would pass it (at least one is
         returned when any is kept). Writes nothing."""
 
-    async def clear_history(self, channel: str) -> StreamPosition:
+    async def clear_history(self, channel: str) -> Position:
         """Drop the channel's history and start a new epoch."""
 
-    async def stream_positions(self, channels: Sequence[str]) -> list[StreamPosition | None]:
+    async def stream_positions(self, channels: Sequence[str]) -> list[Position | None]:
         """Each channel's position, or None where the channel has no history now."""
 
     # -- limits shared across nodes ------------------------------------------------------

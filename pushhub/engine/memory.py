@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 from pushhub.channels import ChannelRule, ChannelRules
 from pushhub.engine.base import (
-    NO_HISTORY,
     Engine,
     HistoryMessage,
     HistoryRead,
@@ -25,10 +24,10 @@ from pushhub.engine.base import (
     PresenceEntry,
     PresenceMember,
     ResubscribeHandler,
-    StreamPosition,
 )
 from pushhub.errors import EngineError, EngineUnavailable
 from pushhub.protocol import join_envelope, leave_envelope, message_envelope
+from pushhub.stream import NO_HISTORY, Position
 
 
 @dataclass
@@ -57,7 +56,7 @@ class MemoryBroker:
         self.leases: dict[str, int] = {}  # node id -> lease expiry
         self.node_channels: dict[str, set[str]] = {}
         self.streams: dict[str, _Stream] = {}
-        self.idempotency: dict[tuple[str, str], tuple[StreamPosition, float]] = {}
+        self.idempotency: dict[tuple[str, str], tuple[Position, float]] = {}
         self.user_conns: dict[str, dict[str, int]] = {}  # user -> conn id -> expiry
         self.limiters: dict[str, float] = {}  # key -> theoretical arrival time (ms)
 
@@ -287,7 +286,7 @@ class MemoryEngine:
 
     async def publish_durable(
         self, channel: str, payload: bytes, idempotency_key: str | None = None
-    ) -> StreamPosition:
+    ) -> Position:
         self._require_started()
         options = self._rules.options(channel)
         if not options.durable:
@@ -303,7 +302,7 @@ class MemoryEngine:
         while len(stream.entries) > options.history_size:
             stream.entries.popleft()
         stream.expires = now + options.history_ttl
-        position = StreamPosition(stream.offset, stream.epoch)
+        position = Position(stream.offset, stream.epoch)
         broker.deliver(channel, message_envelope(position.offset, position.epoch, payload))
         if idempotency_key:
             broker.idempotency[(channel, idempotency_key)] = (position, now + self._idempotency_ttl)
@@ -335,25 +334,25 @@ class MemoryEngine:
                 used += len(data)
         first = entries[0][0] if entries else 0
         return HistoryRead(
-            StreamPosition(stream.offset, stream.epoch),
+            Position(stream.offset, stream.epoch),
             first,
             [HistoryMessage(offset, data) for offset, data in chosen],
         )
 
-    async def clear_history(self, channel: str) -> StreamPosition:
+    async def clear_history(self, channel: str) -> Position:
         self._require_started()
         self._broker.streams.pop(channel, None)
         stream = self._broker.stream(channel, self._rules.options(channel).history_ttl)
-        return StreamPosition(stream.offset, stream.epoch)
+        return Position(stream.offset, stream.epoch)
 
-    async def stream_positions(self, channels: Sequence[str]) -> list[StreamPosition | None]:
+    async def stream_positions(self, channels: Sequence[str]) -> list[Position | None]:
         self._require_started()
         now = self._broker.clock()
-        positions: list[StreamPosition | None] = []
+        positions: list[Position | None] = []
         for channel in channels:
             stream = self._broker.streams.get(channel)
             if stream is not None and stream.expires > now:
-                positions.append(StreamPosition(stream.offset, stream.epoch))
+                positions.append(Position(stream.offset, stream.epoch))
             else:
                 positions.append(None)
         return positions

@@ -39,10 +39,10 @@ from pushhub.engine.base import (
     PresenceEntry,
     PresenceMember,
     ResubscribeHandler,
-    StreamPosition,
 )
 from pushhub.errors import EngineError, EngineUnavailable
 from pushhub.ratelog import RateLimitedLog
+from pushhub.stream import Position
 
 logger = logging.getLogger("pushhub.engine.redis")
 
@@ -549,7 +549,7 @@ class RedisEngine:
 
     async def publish_durable(
         self, channel: str, payload: bytes, idempotency_key: str | None = None
-    ) -> StreamPosition:
+    ) -> Position:
         options = self._rules.options(channel)
         if not options.durable:
             raise EngineError(f"{channel!r} is not a durable channel")
@@ -565,7 +565,7 @@ class RedisEngine:
         offset, epoch = await self._call(
             self._client.fcall("pushhub_publish_with", 1, channel, *args)
         )
-        return StreamPosition(int(offset), epoch.decode())
+        return Position(int(offset), epoch.decode())
 
     def _require_functions(self) -> None:
         if self._functions_error is not None:
@@ -589,22 +589,22 @@ class RedisEngine:
         args += [self._ttl_ms(channel), self._prefix, str(max_bytes)]
         flat = await self._call(self._client.fcall("pushhub_history", 1, channel, *args))
         messages = [HistoryMessage(int(flat[i]), flat[i + 1]) for i in range(3, len(flat), 2)]
-        return HistoryRead(StreamPosition(int(flat[1]), flat[0].decode()), int(flat[2]), messages)
+        return HistoryRead(Position(int(flat[1]), flat[0].decode()), int(flat[2]), messages)
 
-    async def clear_history(self, channel: str) -> StreamPosition:
+    async def clear_history(self, channel: str) -> Position:
         self._require_functions()
         offset, epoch = await self._call(
             self._client.fcall("pushhub_clear", 1, channel, self._ttl_ms(channel), self._prefix)
         )
-        return StreamPosition(int(offset), epoch.decode())
+        return Position(int(offset), epoch.decode())
 
-    async def stream_positions(self, channels: Sequence[str]) -> list[StreamPosition | None]:
+    async def stream_positions(self, channels: Sequence[str]) -> list[Position | None]:
         async with self._client.pipeline(transaction=False) as pipe:
             for channel in channels:
                 pipe.hmget(f"{self._prefix}meta:{{{channel}}}", "epoch", "offset")
             rows = await self._call(pipe.execute())
         return [
-            StreamPosition(int(offset), epoch.decode()) if epoch is not None else None
+            Position(int(offset), epoch.decode()) if epoch is not None else None
             for epoch, offset in rows
         ]
 

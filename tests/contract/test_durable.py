@@ -17,16 +17,15 @@ import pytest
 
 from pushhub.channels import ChannelOptions, ChannelRule
 from pushhub.engine.base import (
-    NO_HISTORY,
     Engine,
     HistoryMessage,
     HistoryRead,
-    StreamPosition,
 )
 from pushhub.engine.memory import MemoryBroker, MemoryEngine
 from pushhub.engine.redis import RedisEngine
 from pushhub.errors import EngineError
 from pushhub.protocol import ENVELOPE, message_envelope, parse_envelope
+from pushhub.stream import NO_HISTORY, Position
 from tests.support import RedisServer
 
 #: Every wait for a delivery is bounded by this, so a lost message fails the test fast.
@@ -181,7 +180,7 @@ async def subscriber(start_node: StartNode) -> Node:
     return await start_node()
 
 
-async def publish_numbered(node: Node, channel: str, count: int) -> list[StreamPosition]:
+async def publish_numbered(node: Node, channel: str, count: int) -> list[Position]:
     return [await node.engine.publish_durable(channel, b"m%d" % (i + 1)) for i in range(count)]
 
 
@@ -264,7 +263,7 @@ async def test_four_concurrent_publishers_give_offsets_1_to_200_once_each_in_del
     publishers = [await start_node() for _ in range(4)]
     await subscriber.engine.subscribe("user:busy")
 
-    async def publish_fifty(index: int, node: Node) -> list[tuple[StreamPosition, bytes]]:
+    async def publish_fifty(index: int, node: Node) -> list[tuple[Position, bytes]]:
         answers = []
         for i in range(50):
             payload = b"p%d-%d" % (index, i)
@@ -410,7 +409,7 @@ async def test_clear_history_starts_a_new_epoch_at_offset_zero_and_publishes_res
     )
     assert await publisher.engine.stream_positions(["user:clear"]) == [cleared]
     after = await publisher.engine.publish_durable("user:clear", b"fresh")
-    assert after == StreamPosition(1, cleared.epoch)
+    assert after == Position(1, cleared.epoch)
     assert await subscriber.messages("user:clear", 1) == [Delivered(1, cleared.epoch, b"fresh")]
     read = await subscriber.engine.read_history("user:clear", None, 10)
     assert read == HistoryRead(after, 1, [HistoryMessage(1, b"fresh")])
@@ -641,7 +640,7 @@ async def test_memory_idempotency_key_is_forgotten_after_the_idempotency_ttl() -
     clock.advance(2)
     again = await engine.publish_durable("user:idem", b"a", "key-1")
 
-    assert again == StreamPosition(2, first.epoch)
+    assert again == Position(2, first.epoch)
     await engine.close()
 
 

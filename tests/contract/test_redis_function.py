@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from pushhub.channels import ChannelOptions, ChannelRule, ChannelRules
-from pushhub.engine.base import HistoryMessage, HistoryRead, StreamPosition
+from pushhub.engine.base import HistoryMessage, HistoryRead
 from pushhub.engine.redis import RedisEngine, function_library
 from pushhub.protocol import ENVELOPE, message_envelope
+from pushhub.stream import Position
 from tests.support import RedisServer
 
 DELIVERY_TIMEOUT = 5.0
@@ -99,7 +100,7 @@ async def test_fcall_from_redis_cli_publishes_durably_and_answers_offset_and_epo
     assert await node.next() == ("user:42", message_envelope(2, before.epoch, b'{"text":"hi"}'))
     read = await node.engine.read_history("user:42", None, 10)
     assert read == HistoryRead(
-        StreamPosition(2, before.epoch),
+        Position(2, before.epoch),
         1,
         [HistoryMessage(1, b'{"via":"pushhub"}'), HistoryMessage(2, b'{"text":"hi"}')],
     )
@@ -152,7 +153,7 @@ async def test_fcall_with_the_same_idempotency_key_twice_lands_once(
     assert read.messages == [HistoryMessage(1, b"once"), HistoryMessage(2, b"twice")]
     # A pushhub publish with the key redis-cli used answers the same first position.
     again = await node.engine.publish_durable("user:idem", b"once", "retry-1")
-    assert again == StreamPosition(1, first[1])
+    assert again == Position(1, first[1])
 
 
 async def test_fcall_without_data_is_refused_with_the_usage(

@@ -10,6 +10,7 @@ import pytest
 from pushhub import protocol
 from pushhub.errors import ErrorCode, ProtocolError
 from pushhub.protocol import MAX_REQUEST_ID, Command, Ping, Subscribe, Unsubscribe
+from pushhub.stream import Position
 
 
 def refusal(frame: str | bytes) -> ProtocolError:
@@ -326,6 +327,6 @@ def test_a_channel_name_with_more_than_one_hash_is_refused(channel: str) -> None
 
 
 def test_the_empty_epoch_is_a_position_only_at_offset_zero() -> None:
-    assert protocol.parse_position({"offset": 0, "epoch": ""}) == protocol.Position(0, "")
+    assert protocol.parse_position({"offset": 0, "epoch": ""}) == Position(0, "")
     with pytest.raises(ProtocolError):
         protocol.parse_position({"offset": 3, "epoch": ""})

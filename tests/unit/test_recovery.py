@@ -13,17 +13,17 @@ import orjson
 import pytest
 
 from pushhub import protocol
-from pushhub.engine.base import NO_HISTORY, HistoryMessage, HistoryRead, StreamPosition
+from pushhub.engine.base import HistoryMessage, HistoryRead
 from pushhub.errors import ErrorCode, ProtocolError
 from pushhub.protocol import (
     ENVELOPE,
     PRESENCE_PAGE_DEFAULT,
     History,
-    Position,
     Publish,
     Subscribe,
 )
 from pushhub.recovery import Held, StreamTracker, Verdict, can_recover, caught_up
+from pushhub.stream import NO_HISTORY, Position
 
 EPOCH = "6b0bf94cc87b9"
 CAP = 300
@@ -34,7 +34,7 @@ def read(top: int, kept: range | list[int], epoch: str = EPOCH) -> HistoryRead:
     oldest kept offset is the first of ``kept`` (0 when none)."""
     offsets = list(kept)
     messages = [HistoryMessage(o, b"m%d" % o) for o in offsets]
-    return HistoryRead(StreamPosition(top, epoch), offsets[0] if offsets else 0, messages)
+    return HistoryRead(Position(top, epoch), offsets[0] if offsets else 0, messages)
 
 
 def since(offset: int, epoch: str = EPOCH) -> Position:
@@ -464,28 +464,28 @@ def test_held_frames_are_released_beyond_the_replayed_position_with_every_event(
 
 def test_the_next_offset_is_delivered_and_moves_the_position() -> None:
     streams = StreamTracker()
-    streams.start("user:1", StreamPosition(4, EPOCH))
+    streams.start("user:1", Position(4, EPOCH))
 
     assert streams.observe("user:1", 5, EPOCH) is Verdict.DELIVER
-    assert streams.get("user:1") == StreamPosition(5, EPOCH)
+    assert streams.get("user:1") == Position(5, EPOCH)
 
 
 def test_an_offset_already_delivered_is_a_duplicate() -> None:
     streams = StreamTracker()
-    streams.start("user:1", StreamPosition(4, EPOCH))
+    streams.start("user:1", Position(4, EPOCH))
 
     assert streams.observe("user:1", 4, EPOCH) is Verdict.DUPLICATE
     assert streams.observe("user:1", 2, EPOCH) is Verdict.DUPLICATE
-    assert streams.get("user:1") == StreamPosition(4, EPOCH)
+    assert streams.get("user:1") == Position(4, EPOCH)
 
 
 def test_a_skipped_offset_or_another_epoch_is_a_gap() -> None:
     streams = StreamTracker()
-    streams.start("user:1", StreamPosition(4, EPOCH))
+    streams.start("user:1", Position(4, EPOCH))
 
     assert streams.observe("user:1", 6, EPOCH) is Verdict.GAP
     assert streams.observe("user:1", 5, "another") is Verdict.GAP
-    assert streams.get("user:1") == StreamPosition(4, EPOCH)
+    assert streams.get("user:1") == Position(4, EPOCH)
 
 
 def test_the_first_message_of_a_history_seen_empty_follows_on_from_it() -> None:
@@ -502,18 +502,18 @@ def test_a_channel_without_a_position_takes_the_first_message_it_sees() -> None:
     streams = StreamTracker()
 
     assert streams.observe("user:1", 9, EPOCH) is Verdict.DELIVER
-    streams.start("user:1", StreamPosition(7, EPOCH))  # the catch-up read, older
-    assert streams.get("user:1") == StreamPosition(9, EPOCH)
+    streams.start("user:1", Position(7, EPOCH))  # the catch-up read, older
+    assert streams.get("user:1") == Position(9, EPOCH)
 
 
 def test_a_stream_that_moved_while_the_node_was_away_means_loss() -> None:
     streams = StreamTracker()
-    streams.start("user:1", StreamPosition(4, EPOCH))
+    streams.start("user:1", Position(4, EPOCH))
     streams.start("user:2", NO_HISTORY)
 
-    assert not streams.moved("user:1", StreamPosition(4, EPOCH))
-    assert streams.moved("user:1", StreamPosition(6, EPOCH))
+    assert not streams.moved("user:1", Position(4, EPOCH))
+    assert streams.moved("user:1", Position(6, EPOCH))
     assert not streams.moved("user:2", None)
-    assert streams.moved("user:2", StreamPosition(1, EPOCH))
+    assert streams.moved("user:2", Position(1, EPOCH))
     streams.forget("user:1")
     assert streams.channels() == ["user:2"]
