@@ -90,7 +90,8 @@ _TRANSITIONS = {
 
 
 class Connection:
-    """A client's outbound side and the channels it holds.
+    """A client's outbound side and the channels it holds (who the client is, and
+    what it may do, is its ``Session``'s).
 
     The writer task exists only while there is something to send: an idle connection
     (the common case, thousands per node) costs no task, no coroutine frame and no
@@ -111,19 +112,10 @@ class Connection:
         "channels",
         "close_code",
         "close_timeout",
-        "expires_at",
-        "granted",
         "held",
         "id",
-        "identified",
-        "info",
-        "ip",
         "max_queue_bytes",
-        "on_release",
-        "query_bucket",
         "state",
-        "timer",
-        "user",
     )
 
     def __init__(
@@ -140,27 +132,12 @@ class Connection:
         self.max_queue_bytes = max_queue_bytes
         self.state = ConnectionState.OPEN
         self.close_code: int | None = None
-        #: Who this connection is: a user id, or None for an anonymous connection.
-        self.user: str | None = None
-        #: Presence info shown to other members, as compact JSON.
-        self.info: bytes | None = None
-        self.identified = False
-        #: Channel patterns the connection token grants, and when the token expires.
-        self.granted: tuple[str, ...] = ()
-        self.expires_at: int | None = None
-        #: The authentication deadline, then the token expiry, when tokens are enforced.
-        self.timer: asyncio.TimerHandle | None = None
-        self.ip: str | None = None
         #: Channels being set up: frames that arrive meanwhile wait here, with their
         #: offsets, to be merged after the replay (see Node.subscribe).
         self.held: dict[str, Held] | None = None
-        #: Presence and history queries' budget, made on the first query (see Node).
-        self.query_bucket: Any = None
         self.close_timeout = close_timeout
-        #: The transport's hook run once when the close is decided (see Node.open).
-        self.on_release: Callable[[str], None] | None = None
-        #: Called once when a close is decided, so the node releases what the
-        #: connection holds at once instead of when the socket is finally gone.
+        #: Called once when a close is decided (the session's hook), so what the
+        #: connection holds is released at once instead of when the socket is gone.
         self._on_close = on_close
         self._low_water: tuple[int, asyncio.Future[None]] | None = None
         self._sender = sender
@@ -324,9 +301,6 @@ class Connection:
 
     def closed(self) -> None:
         """Record that the socket is gone (the transport saw the disconnect)."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         if self.state is not ConnectionState.CLOSED:
             self._transition(ConnectionState.CLOSED)
         self._drop_queue()

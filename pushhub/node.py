@@ -26,7 +26,6 @@ from pushhub.config import Settings
 from pushhub.connection import Connection, ConnectionState, Outbox, Sender
 from pushhub.engine.base import Engine, PresenceEntry, PresenceMember
 from pushhub.errors import (
-    CloseCode,
     EngineError,
     EngineUnavailable,
     ErrorCode,
@@ -34,10 +33,10 @@ from pushhub.errors import (
     unavailable,
 )
 from pushhub.hub import MAX_HELD, Hub
-from pushhub.limits import TokenBucket
 from pushhub.presence import PresenceManager
 from pushhub.ratelog import RateLimitedLog
 from pushhub.recovery import Held, StreamTracker, Verdict, can_recover, caught_up
+from pushhub.session import Session
 from pushhub.stream import NO_HISTORY, Position
 
 logger = logging.getLogger("pushhub.node")
@@ -258,68 +257,44 @@ class Node:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # -- connections ---------------------------------------------------------------------
+    # -- sessions ------------------------------------------------------------------------
 
     def open(
         self,
         sender: Sender,
         ip: str | None = None,
         on_release: Callable[[str], None] | None = None,
-    ) -> Connection:
-        """A new connection for an accepted socket. With tokens enforced, it must
+    ) -> Session:
+        """A new session for an accepted socket. With tokens enforced, it must
         authenticate within ``auth_timeout`` or be closed. ``on_release(ip)`` is called
         once when the connection's close is decided (the transport's per-IP slot); pass
         one shared callable, not one made per connection."""
-        conn = Connection(
-            # Random, not a counter: anonymous members show it to others.
-            f"{self.id}.{secrets.token_urlsafe(9)}",
-            sender,
-            self.settings.outbound_queue_bytes,
-            self._outbox,
-            self._closing,
-            self.settings.close_timeout,
-        )
-        conn.ip = ip
-        conn.on_release = on_release
-        self.hub.register(conn)
-        if self.enforcing:
-            conn.timer = asyncio.get_running_loop().call_later(
-                self.settings.auth_timeout, self._auth_deadline, conn
-            )
-        return conn
+        # Random, not a counter: anonymous members show their connection id to others.
+        session = Session(self, f"{self.id}.{secrets.token_urlsafe(9)}", sender, ip, on_release)
+        self.hub.register(session.conn)
+        return session
 
-    def _auth_deadline(self, conn: Connection) -> None:
-        if not conn.identified:
-            conn.close(CloseCode.AUTH_TIMEOUT, "no connect frame in time")
+    @property
+    def outbox(self) -> Outbox:
+        """The flush shared by every connection of this node."""
+        return self._outbox
 
-    def _token_expired(self, conn: Connection) -> None:
-        conn.send(protocol.error(ProtocolError(ErrorCode.TOKEN_EXPIRED, "the token expired")))
-        conn.close(CloseCode.TOKEN_EXPIRED, "token expired", flush=True)
+    def clock(self) -> float:
+        """Now, in seconds since the epoch (injected in tests)."""
+        return self._clock()
 
-    def _arm_expiry(self, conn: Connection, expires_at: int) -> None:
-        if conn.timer is not None:
-            conn.timer.cancel()
-        delay = max(0.0, expires_at + self.settings.jwt_leeway - self._clock())
-        conn.timer = asyncio.get_running_loop().call_later(delay, self._token_expired, conn)
-        conn.expires_at = expires_at
+    def closing(self, session: Session) -> None:
+        """A session's close was decided (by the server, or the socket is gone):
+        release what its connection holds now, not when a peer that stopped reading
+        lets go of its socket. It leaves the hub on the next loop step (the close may
+        have been decided inside ``Hub.broadcast``, which is iterating over the
+        channel's subscribers); presence, upstream subscriptions and the user's slot
+        follow in one task."""
+        asyncio.get_running_loop().call_soon(self._detach, session)
 
-    def _closing(self, conn: Connection) -> None:
-        """A close was decided (by the server, or the socket is gone): release what the
-        connection holds now, not when a peer that stopped reading lets go of its
-        socket. Its timers and per-IP slot go at once; it leaves the hub on the next
-        loop step (the close may have been decided inside ``Hub.broadcast``, which is
-        iterating over the channel's subscribers); presence, upstream subscriptions and
-        the user's slot follow in one task."""
-        if conn.timer is not None:
-            conn.timer.cancel()
-            conn.timer = None
-        hook, conn.on_release = conn.on_release, None
-        if hook is not None and conn.ip is not None:
-            hook(conn.ip)
-        asyncio.get_running_loop().call_soon(self._detach, conn)
-
-    def _detach(self, conn: Connection) -> None:
-        """Take ``conn`` out of the hub and start releasing its shared state. Once."""
+    def _detach(self, session: Session) -> None:
+        """Take the session's connection out of the hub and start releasing. Once."""
+        conn = session.conn
         if not self.hub.holds(conn):
             return
         self.hub.unregister(conn)
@@ -327,76 +302,28 @@ class Node:
         for channel in channels:
             self.hub.remove(conn, channel)
         conn.held = None
-        task = asyncio.get_running_loop().create_task(self._release(conn, channels))
+        task = asyncio.get_running_loop().create_task(self._release(session, channels))
         self._releasing[conn] = task
         task.add_done_callback(lambda _: self._releasing.pop(conn, None))
 
-    async def _release(self, conn: Connection, channels: tuple[str, ...]) -> None:
+    async def _release(self, session: Session, channels: tuple[str, ...]) -> None:
         try:
             for channel in channels:
-                await self.presence.leave(channel, conn.id)
+                await self.presence.leave(channel, session.conn.id)
                 await self._unsubscribe_if_unused(channel)
-            if self.enforcing and conn.user is not None:
-                with contextlib.suppress(EngineError):
-                    await self.engine.release_user_connection(conn.user, conn.id)
-                self.presence.untrack_user(conn.user, conn.id)
+            await session.release_user()
         except Exception:
-            self._errors.exception("release", "releasing connection %s failed", conn.id)
+            self._errors.exception("release", "releasing connection %s failed", session.conn.id)
 
-    async def disconnect(self, conn: Connection) -> None:
-        """The socket is gone: make sure everything ``conn`` held is released."""
+    async def disconnect(self, session: Session) -> None:
+        """The socket is gone: make sure everything the session held is released."""
+        conn = session.conn
         conn.closed()  # decides the close if the server had not
-        self._detach(conn)  # now, if the step scheduled for it has not run yet
+        self._detach(session)  # now, if the step scheduled for it has not run yet
         task = self._releasing.get(conn)
         if task is not None:
             await asyncio.shield(task)
         await conn.wait_closed()
-
-    async def handle(self, conn: Connection, text: str) -> None:
-        """Handle one client text frame. Errors are answered, never raised."""
-        try:
-            command = protocol.parse(text, self._depth)
-        except ProtocolError as exc:
-            conn.send(protocol.error(exc))
-            return
-        await self.execute(conn, command)
-
-    async def execute(self, conn: Connection, command: protocol.Command) -> None:
-        """Carry out one parsed command. Errors are answered, never raised."""
-        try:
-            if self.enforcing and not conn.identified and not isinstance(command, protocol.Connect):
-                conn.send(
-                    protocol.error(
-                        ProtocolError(
-                            ErrorCode.UNAUTHORIZED, "send connect with a token first", command.id
-                        )
-                    )
-                )
-                conn.close(CloseCode.UNAUTHORIZED, "not authenticated", flush=True)
-                return
-            if isinstance(command, protocol.Subscribe):
-                await self.subscribe(
-                    conn, command.channel, command.id, command.since, command.token
-                )
-            elif isinstance(command, protocol.Unsubscribe):
-                await self.unsubscribe(conn, command.channel, command.id)
-            elif isinstance(command, protocol.Ping):
-                conn.send(protocol.pong(command.id))
-            elif isinstance(command, protocol.Connect):
-                await self.identify(conn, command)
-            elif isinstance(command, protocol.Refresh):
-                self.refresh(conn, command)
-            elif isinstance(command, protocol.Presence):
-                await self.presence_query(conn, command)
-            elif isinstance(command, protocol.Publish):
-                await self.client_publish(conn, command)
-            else:
-                await self.history_query(conn, command)
-        except auth.AuthError as exc:
-            conn.send(protocol.error(exc))
-            conn.close(exc.close_code, exc.message[:100], flush=True)
-        except ProtocolError as exc:
-            conn.send(protocol.error(exc))
 
     # -- subscriptions ---------------------------------------------------------------------
 
@@ -415,29 +342,20 @@ class Node:
                 del self._locks[channel]
 
     async def subscribe(
-        self,
-        conn: Connection,
-        channel: str,
-        request_id: int | None,
-        since: Position | None = None,
-        token: str | None = None,
+        self, conn: Connection, command: protocol.Subscribe, member: PresenceEntry
     ) -> None:
-        if channel in conn.channels:
-            raise ProtocolError(ErrorCode.ALREADY_SUBSCRIBED, "already subscribed", request_id)
-        if len(conn.channels) >= self.settings.max_subscriptions:
-            raise ProtocolError(
-                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
-                f"at most {self.settings.max_subscriptions} subscriptions per connection",
-                request_id,
-            )
-        self.check_subscribe(conn, channel, token, request_id)
+        """Subscribe ``conn`` to ``command.channel`` (its session checked that it may)
+        and answer the command: "subscribed" once the engine delivers the channel here,
+        ``member`` is present where presence is on, and a durable channel's position is
+        read (and, with ``command.since``, what the client missed is replayed)."""
+        channel, since = command.channel, command.since
         async with self._channel_lock(channel):
             if not self.hub.has_subscribers(channel):
                 try:
                     await self.engine.subscribe(channel)
                 except EngineUnavailable as exc:
                     logger.warning("subscribe to %s failed: %s", channel, exc)
-                    raise unavailable(request_id) from None
+                    raise unavailable() from None
             if conn.state is not ConnectionState.OPEN:
                 # The client went away while the engine answered: undo, answer nobody.
                 if not self.hub.has_subscribers(channel):
@@ -455,18 +373,17 @@ class Node:
             self.hub.add(conn, channel)
             if not setup:
                 recovered = False if since is not None else None
-                conn.send(protocol.subscribed(channel, request_id, None, recovered))
+                conn.send(protocol.subscribed(channel, command.id, None, recovered))
                 return
         # Presence first, so that "subscribed" means "the others can see you" too; the
         # client's own join event is among the held frames.
         if options.presence:
-            entry = PresenceEntry(conn.id, protocol.member_key(conn.user, conn.id), conn.info)
-            await self.presence.join(channel, entry)
+            await self.presence.join(channel, member)
         if options.durable:
-            await self._catch_up(conn, channel, request_id, since)
+            await self._catch_up(conn, channel, command.id, since)
         else:
             recovered = False if since is not None else None
-            conn.send(protocol.subscribed(channel, request_id, None, recovered))
+            conn.send(protocol.subscribed(channel, command.id, None, recovered))
             self._release_held(conn, channel, None)
 
     def _release_held(self, conn: Connection, channel: str, after: int | None) -> None:
@@ -514,13 +431,12 @@ class Node:
                 ErrorCode.UNAVAILABLE,
                 "the channel lost messages while this subscription was set up; "
                 "subscribe again from your position",
-                request_id,
             ) from None
         except EngineError as exc:
             logger.warning("reading the position of %s failed: %s", channel, exc)
             self._drop_held(conn, channel)
-            await self._leave(conn, channel)
-            raise unavailable(request_id) from None
+            await self.unsubscribe(conn, channel)
+            raise unavailable() from None
         conn.send(protocol.subscribed(channel, request_id, position, recovered))
         self._release_held(conn, channel, position.offset)
         if self.hub.has_subscribers(channel):
@@ -580,13 +496,9 @@ class Node:
         held = self._held(conn, channel)
         return held.overflows if held is not None else 0
 
-    async def unsubscribe(self, conn: Connection, channel: str, request_id: int | None) -> None:
-        if channel not in conn.channels:
-            raise ProtocolError(ErrorCode.NOT_SUBSCRIBED, "not subscribed", request_id)
-        await self._leave(conn, channel)
-        conn.send(protocol.unsubscribed(channel, request_id))
-
-    async def _leave(self, conn: Connection, channel: str) -> None:
+    async def unsubscribe(self, conn: Connection, channel: str) -> None:
+        """Take ``conn`` off ``channel`` here, in presence and, after the last local
+        subscriber, upstream."""
         last = self.hub.remove(conn, channel)
         await self.presence.leave(channel, conn.id)
         if last:
@@ -600,147 +512,21 @@ class Node:
                 self.streams.forget(channel)
                 await self.engine.unsubscribe(channel)
 
-    # -- identity and presence -----------------------------------------------------------
+    # -- presence ------------------------------------------------------------------------
 
-    async def handle_query_token(self, conn: Connection, token: str) -> None:
-        """A ``?token=`` on the handshake: a connect the client need not send."""
-        await self.execute(conn, protocol.Connect(token=token))
-
-    async def identify(self, conn: Connection, command: protocol.Connect) -> None:
-        """Who the connection is: from its token when tokens are enforced, else what
-        the ``connect`` frame states (development mode, see docs/security.md)."""
-        if conn.identified or conn.channels:
-            raise ProtocolError(
-                ErrorCode.BAD_REQUEST, "connect must be the first frame, sent once", command.id
-            )
-        if self.verifier is None:
-            if command.token is not None:
-                raise ProtocolError(
-                    ErrorCode.BAD_REQUEST,
-                    "this server has no JWT key configured, so it cannot verify tokens",
-                    command.id,
-                )
-            # Anonymous connections cannot set info: it would be broadcast to every
-            # member as if someone had vouched for it.
-            conn.user = command.user
-            conn.info = self._info(command) if command.user is not None else None
-        elif command.token is not None:
-            await self.authenticate(conn, command.token, command.id)
-        elif self.settings.allow_anonymous and command.user is None:
-            conn.user, conn.info = None, None
-        else:
-            raise auth.AuthError("a token is required", CloseCode.UNAUTHORIZED, command.id)
-        conn.identified = True
-        conn.send(
-            protocol.connected(
-                conn.id, conn.user, command.id, self.settings.ping_interval, conn.expires_at
-            )
-        )
-
-    def _info(self, command: protocol.Connect) -> bytes | None:
-        if command.info is None:
-            return None
-        info = orjson.dumps(command.info)
-        if len(info) > self.settings.max_presence_info:
-            raise ProtocolError(
-                ErrorCode.BAD_REQUEST,
-                f"info is over {self.settings.max_presence_info} bytes of JSON",
-                command.id,
-            )
-        return info
-
-    async def authenticate(self, conn: Connection, token: str, request_id: int | None) -> None:
-        """Verify a connection token and take the user's connection slot."""
-        assert self.verifier is not None
-        try:
-            identity = self.verifier.connection(token)
-        except auth.AuthError as exc:
-            raise auth.AuthError(exc.message, exc.close_code, request_id) from None
-        limit = self.settings.max_connections_per_user
-        try:
-            admitted = await self.engine.acquire_user_connection(
-                identity.user,
-                conn.id,
-                self.presence.now_ms(),
-                int(self.settings.presence_ttl * 1000),
-                limit,
-            )
-        except EngineError:
-            raise unavailable(request_id) from None
-        if not admitted:
-            raise auth.AuthError(
-                f"this user already holds {limit} connections",
-                CloseCode.TOO_MANY_CONNECTIONS,
-                request_id,
-            )
-        if conn.state is not ConnectionState.OPEN:
-            # Closed while the slot was being taken (the authentication deadline, say):
-            # its release already ran, with no user to release, so give the slot back.
-            with contextlib.suppress(EngineError):
-                await self.engine.release_user_connection(identity.user, conn.id)
-            return
-        conn.user, conn.info, conn.granted = identity.user, identity.info, identity.channels
-        self.presence.track_user(identity.user, conn.id)
-        self._arm_expiry(conn, identity.expires_at)
-
-    def refresh(self, conn: Connection, command: protocol.Refresh) -> None:
-        if self.verifier is None:
-            raise ProtocolError(
-                ErrorCode.BAD_REQUEST, "this server does not use tokens", command.id
-            )
-        try:
-            identity = self.verifier.connection(command.token)
-        except auth.AuthError as exc:
-            raise auth.AuthError(exc.message, exc.close_code, command.id) from None
-        if identity.user != conn.user:
-            raise auth.AuthError(
-                "the new token is for another user", CloseCode.UNAUTHORIZED, command.id
-            )
-        conn.granted = identity.channels
-        self._arm_expiry(conn, identity.expires_at)
-        conn.send(protocol.refreshed(identity.expires_at, command.id))
-
-    def may_subscribe(self, conn: Connection, channel: str, token_ok: bool = False) -> bool:
-        if not self.enforcing:
-            return True
-        options = self.rules.options(channel)
-        return auth.may_subscribe(conn.user, conn.granted, channel, options, token_ok)
-
-    def check_subscribe(
-        self, conn: Connection, channel: str, token: str | None, request_id: int | None
-    ) -> None:
-        token_ok = False
-        if token is not None:
-            if self.verifier is None:
-                raise ProtocolError(
-                    ErrorCode.BAD_REQUEST, "this server does not use tokens", request_id
-                )
-            try:
-                self.verifier.subscription(token, conn.user, channel)
-            except auth.AuthError as exc:
-                # A bad subscription token refuses this subscription, not the connection.
-                raise ProtocolError(ErrorCode.FORBIDDEN, exc.message, request_id) from None
-            token_ok = True
-        if not self.may_subscribe(conn, channel, token_ok):
-            raise ProtocolError(
-                ErrorCode.FORBIDDEN, f"not allowed to subscribe to {channel!r}", request_id
-            )
-
-    def require_presence(self, channel: str, request_id: int | None = None) -> None:
+    def require_presence(self, channel: str) -> None:
         if not self.rules.options(channel).presence:
-            raise ProtocolError(
-                ErrorCode.NOT_FOUND, f"presence is not enabled for {channel!r}", request_id
-            )
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"presence is not enabled for {channel!r}")
 
     async def presence_page(
-        self, channel: str, limit: int, cursor: str | None, request_id: int | None = None
+        self, channel: str, limit: int, cursor: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of members and the cursor of the next page (None at the end)."""
-        self.require_presence(channel, request_id)
+        self.require_presence(channel)
         try:
             page = await self.engine.presence_page(channel, cursor, limit)
         except EngineError:
-            raise unavailable(request_id) from None
+            raise unavailable() from None
         members: list[tuple[dict[str, Any], str]] = []
         size = 0
         for m in page:
@@ -751,33 +537,6 @@ class Node:
             members.append((member_json(m, self._depth), m.key))
         next_cursor = protocol.encode_cursor(page[-1].key) if len(page) == limit else None
         return [j for j, _ in members], next_cursor
-
-    def _take_query(self, conn: Connection, request_id: int | None) -> None:
-        """Presence and history queries cost a Redis read and a large reply each: a
-        connection may make ``query_rate`` a second (``query_burst`` at once)."""
-        if conn.query_bucket is None:
-            conn.query_bucket = TokenBucket(self.settings.query_rate, self.settings.query_burst)
-        if not conn.query_bucket.take():
-            raise ProtocolError(
-                ErrorCode.RATE_LIMITED,
-                f"over {self.settings.query_rate:g} presence and history queries a second",
-                request_id,
-            )
-
-    async def presence_query(self, conn: Connection, command: protocol.Presence) -> None:
-        self._take_query(conn, command.id)
-        if command.channel not in conn.channels:
-            raise ProtocolError(
-                ErrorCode.NOT_SUBSCRIBED, "subscribe to a channel to see its presence", command.id
-            )
-        if not self.rules.options(command.channel).presence_read:
-            raise ProtocolError(
-                ErrorCode.FORBIDDEN, "presence of this channel is not readable", command.id
-            )
-        members, next_cursor = await self.presence_page(
-            command.channel, command.limit, command.cursor, command.id
-        )
-        conn.send(protocol.presence_reply(command.channel, members, next_cursor, command.id))
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -812,24 +571,6 @@ class Node:
                 )
         return [positions.get(c) for c in channels]
 
-    async def client_publish(self, conn: Connection, command: protocol.Publish) -> None:
-        options = self.rules.options(command.channel)
-        if not options.client_publish or not self.may_subscribe(conn, command.channel):
-            raise ProtocolError(
-                ErrorCode.FORBIDDEN,
-                f"clients may not publish to {command.channel!r}",
-                command.id,
-            )
-        try:
-            (position,) = await self.publish(
-                [command.channel], command.data, command.idempotency_key
-            )
-        except ProtocolError as exc:
-            raise ProtocolError(exc.code, exc.message, command.id) from None
-        except EngineError:
-            raise unavailable(command.id) from None
-        conn.send(protocol.published(command.channel, command.id, position))
-
     # -- history ---------------------------------------------------------------------------
 
     async def history(
@@ -838,22 +579,19 @@ class Node:
         since: int | None,
         limit: int,
         reverse: bool,
-        request_id: int | None = None,
     ) -> tuple[Position, list[dict[str, Any]], int | None]:
         """Up to ``limit`` (at most ``recovery_max``) messages and at most a quarter of
         ``outbound_queue_bytes`` of them, the position, and the ``since`` that continues
         the read (None when there is nothing more)."""
         if not self.rules.options(channel).durable:
-            raise ProtocolError(
-                ErrorCode.NOT_FOUND, f"{channel!r} is not a durable channel", request_id
-            )
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"{channel!r} is not a durable channel")
         limit = min(limit, self.settings.recovery_max)
         try:
             read = await self.engine.read_history(
                 channel, since, limit, reverse, max_bytes=self.reply_bytes
             )
         except EngineError:
-            raise unavailable(request_id) from None
+            raise unavailable() from None
         messages = [
             {"offset": m.offset, "data": protocol.payload_data(m.data, self._depth)}
             for m in read.messages
@@ -864,23 +602,6 @@ class Node:
             more = end > read.first if reverse else end < read.position.offset
             next_since = end if more else None
         return read.position, messages, next_since
-
-    async def history_query(self, conn: Connection, command: protocol.History) -> None:
-        self._take_query(conn, command.id)
-        if command.channel not in conn.channels:
-            raise ProtocolError(
-                ErrorCode.NOT_SUBSCRIBED, "subscribe to a channel to read its history", command.id
-            )
-        if not self.rules.options(command.channel).history_read:
-            raise ProtocolError(
-                ErrorCode.FORBIDDEN, "history of this channel is not readable", command.id
-            )
-        position, messages, next_since = await self.history(
-            command.channel, command.since, command.limit, command.reverse, command.id
-        )
-        conn.send(
-            protocol.history_reply(command.channel, position, messages, next_since, command.id)
-        )
 
     async def clear_history(self, channel: str) -> Position:
         if not self.rules.options(channel).durable:

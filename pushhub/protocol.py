@@ -545,8 +545,11 @@ def pong(request_id: int | None) -> str:
     return _with_id({"type": "pong"}, request_id)
 
 
-def error(err: ProtocolError) -> str:
-    return _frame({"type": "error", "id": err.request_id, "code": err.code, "message": err.message})
+def error(err: ProtocolError, request_id: int | None = None) -> str:
+    """The error frame for ``err``, answering ``request_id`` unless the error names its
+    own (a parse error knows the frame's id)."""
+    rid = err.request_id if err.request_id is not None else request_id
+    return _frame({"type": "error", "id": rid, "code": err.code, "message": err.message})
 
 
 def _with_id(obj: dict[str, Any], request_id: int | None) -> str:

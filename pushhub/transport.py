@@ -16,10 +16,12 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from pushhub import protocol
-from pushhub.connection import Connection, ConnectionState
+from pushhub.config import Settings
+from pushhub.connection import ConnectionState
 from pushhub.errors import CloseCode, ErrorCode, ProtocolError
 from pushhub.limits import ConnectionGate, OriginPolicy, TokenBucket
 from pushhub.node import Node
+from pushhub.session import Session
 
 logger = logging.getLogger("pushhub.transport")
 
@@ -103,24 +105,24 @@ async def websocket_endpoint(scope: Scope, receive: Receive, send: Send, state: 
         await send({"type": "websocket.accept"})
         # The per-IP slot goes back when the close is decided, not when a peer that
         # stopped reading finally lets go of the socket.
-        conn = node.open(_Sender(send, guard), ip, state.release_ip)
+        session = node.open(_Sender(send, guard), ip, state.release_ip)
     except BaseException:
         gate.release(ip)
         raise
     try:
         token = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
         if token:
-            await node.handle_query_token(conn, token[0])
-        await _read(receive, node, conn)
+            await session.handle_query_token(token[0])
+        await _read(receive, node.settings, session)
     except Exception:
-        logger.exception("connection %s failed", conn.id)
-        conn.close(CloseCode.SERVER_ERROR, "internal error")
+        logger.exception("connection %s failed", session.id)
+        session.conn.close(CloseCode.SERVER_ERROR, "internal error")
     finally:
-        await node.disconnect(conn)
+        await node.disconnect(session)
 
 
-async def _read(receive: Receive, node: Node, conn: Connection) -> None:
-    settings = node.settings
+async def _read(receive: Receive, settings: Settings, session: Session) -> None:
+    conn = session.conn
     limit = settings.max_message_size
     bucket = TokenBucket(settings.max_frames_per_second, settings.frame_burst)
     while True:
@@ -142,4 +144,4 @@ async def _read(receive: Receive, node: Node, conn: Connection) -> None:
         if len(text) > limit:
             conn.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
             continue
-        await node.handle(conn, text)
+        await session.handle(text)

@@ -114,3 +114,20 @@ def test_recovery_state_is_plain_code(forbidden: str) -> None:
     # Held frames and the stream tracker are decided without I/O, so they are tested
     # with plain calls; the node does the awaiting.
     assert "pushhub.recovery" not in importers_of(forbidden)
+
+
+@pytest.mark.parametrize(
+    "forbidden", ["pushhub.session", "pushhub.node", "pushhub.auth", "pushhub.protocol"]
+)
+def test_a_connection_is_only_the_outbound_side(forbidden: str) -> None:
+    # Who the client is and what it may do is its session's; the connection queues.
+    assert "pushhub.connection" not in importers_of(forbidden)
+
+
+@pytest.mark.parametrize(
+    "forbidden", ["starlette", "redis", "pushhub.transport", "pushhub.api", "pushhub.hub"]
+)
+def test_a_session_knows_nothing_of_transports_or_the_hub(forbidden: str) -> None:
+    # A session reaches channels only through the node, so SSE or any other transport
+    # can drive the same sessions.
+    assert "pushhub.session" not in importers_of(forbidden)

@@ -92,7 +92,7 @@ async def test_a_client_that_leaves_while_the_engine_subscribes_leaves_nothing_b
     engine.gate.clear()
     sender = Recorder()
     conn = node.open(sender, "10.0.0.1")
-    subscribing = asyncio.create_task(node.execute(conn, _subscribe("room", 1)))
+    subscribing = asyncio.create_task(conn.execute(_subscribe("room", 1)))
     await engine.subscribing.wait()
 
     await node.disconnect(conn)  # the socket goes while Redis has not confirmed
@@ -101,7 +101,11 @@ async def test_a_client_that_leaves_while_the_engine_subscribes_leaves_nothing_b
     await settle()
 
     assert not node.hub.has_subscribers("room")
-    assert "room" not in engine.subscribed_channels()
+    # Nothing upstream either: a publish on the channel no longer reaches the node.
+    received = node.messages_received
+    await engine.publish("room", b"1")
+    await settle()
+    assert node.messages_received == received
     assert (await engine.presence_counts(["room"]))[0].connections == 0
     assert not any(e.get("type") == "subscribed" for e in sender.events())
 
@@ -115,18 +119,18 @@ async def test_a_history_read_failing_during_catch_up_answers_unavailable_and_un
     sender = Recorder()
     conn = node.open(sender, "10.0.0.2")
 
-    await node.execute(conn, _subscribe("user:1", 7))
+    await conn.execute(_subscribe("user:1", 7))
     await settle()
 
     (reply,) = [e for e in sender.events() if e.get("id") == 7]
     assert (reply["type"], reply["code"]) == ("error", "unavailable")
-    assert "user:1" not in conn.channels
+    assert "user:1" not in conn.conn.channels
     assert not node.hub.has_subscribers("user:1")
-    assert conn.held is None
+    assert conn.conn.held is None
     assert (await engine.presence_counts(["user:1"]))[0].connections == 0
     # The connection is still usable once the engine answers again.
     engine.fail_reads = False
-    await node.execute(conn, _subscribe("user:1", 8))
+    await conn.execute(_subscribe("user:1", 8))
     await settle()
     assert [e["type"] for e in sender.events() if e.get("id") == 8] == ["subscribed"]
 
@@ -142,8 +146,7 @@ async def test_a_recovery_from_a_position_replays_exactly_the_missed_messages(
     conn = node.open(sender, "10.0.0.3")
     since = {"offset": first.offset, "epoch": first.epoch}
 
-    await node.handle(
-        conn,
+    await conn.handle(
         orjson.dumps({"type": "subscribe", "channel": "user:2", "since": since, "id": 9}).decode(),
     )
     await settle()

@@ -15,6 +15,7 @@ from pushhub.engine.memory import MemoryEngine
 from pushhub.errors import CloseCode
 from pushhub.hub import Hub
 from pushhub.node import Node
+from pushhub.protocol import Subscribe
 
 
 class StuckSender:
@@ -69,17 +70,17 @@ async def test_a_client_closed_as_slow_inside_a_broadcast_costs_the_others_nothi
     readers = [StuckSender() for _ in range(3)]
     conns = [node.open(s, "10.0.0.2") for s in readers]
     for conn in [slow, *conns]:
-        await node.subscribe(conn, "room", None)
+        await conn.execute(Subscribe("room"))
 
     # 1 KiB messages: the slow one passes its 256 KiB queue inside a broadcast.
     for i in range(400):
         await node.engine.publish("room", orjson.dumps({"n": i, "pad": "x" * 1000}))
         await asyncio.sleep(0)
 
-    await until(lambda: not node.hub.holds(slow), "the slow client detached")
-    assert slow.close_code == CloseCode.SLOW
+    await until(lambda: not node.hub.holds(slow.conn), "the slow client detached")
+    assert slow.conn.close_code == CloseCode.SLOW
     assert released == ["10.0.0.1"]
-    assert slow not in node.hub.subscribers("room")
+    assert slow.conn not in node.hub.subscribers("room")
     await until(lambda: all(len(r.events()) >= 401 for r in readers), "every message")
     for reader in readers:
         assert [e["data"]["n"] for e in reader.events() if e["type"] == "message"] == list(
@@ -94,12 +95,12 @@ async def test_a_decided_close_releases_presence_before_the_socket_is_gone(node:
     watcher = node.open(watcher_sender, "10.0.0.3")
     leaving = node.open(StuckSender(), "10.0.0.4")
     for conn in (watcher, leaving):
-        await node.subscribe(conn, "lobby", None)
+        await conn.execute(Subscribe("lobby"))
     assert (await node.engine.presence_counts(["lobby"]))[0].connections == 2
 
-    leaving.close(CloseCode.RATE_LIMITED, "too many frames")
+    leaving.conn.close(CloseCode.RATE_LIMITED, "too many frames")
 
-    await until(lambda: not node._releasing and not node.hub.holds(leaving), "release")
+    await until(lambda: not node._releasing and not node.hub.holds(leaving.conn), "release")
     assert (await node.engine.presence_counts(["lobby"]))[0].connections == 1
     leaves = [e for e in watcher_sender.events() if e["type"] == "leave"]
     assert [e["client"] for e in leaves] == [leaving.id]
@@ -110,7 +111,7 @@ async def test_a_payload_that_breaks_delivery_is_counted_and_the_next_one_arrive
 ) -> None:
     sender = StuckSender()
     conn = node.open(sender, "10.0.0.5")
-    await node.subscribe(conn, "news", None)
+    await conn.execute(Subscribe("news"))
     original = Hub.broadcast
 
     def broken(hub: Hub, channel: str, frame: str, offset: int | None = None) -> int:
@@ -135,4 +136,5 @@ def test_connection_ids_are_random_after_the_node_id(node: Node) -> None:
     assert a.id.split(".")[0] == b.id.split(".")[0] == "t"
     assert a.id != b.id
     assert len(a.id.split(".", 1)[1]) >= 12
-    assert isinstance(a, Connection)
+    assert isinstance(a.conn, Connection)
+    assert a.conn.id == a.id
