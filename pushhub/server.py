@@ -287,8 +287,92 @@ class _Guarded(asyncio.Protocol):
         self.guard.writing_resumed()
 
 
+class Inbox:
+    """What uvicorn's WebSocket protocol uses of ``asyncio.Queue`` (``put_nowait``,
+    ``get``, ``empty``, ``qsize``) for its one reader, the app's ``receive``.
+
+    An ``asyncio.Queue`` holds three deques from birth, about 1.7 KiB for a socket that
+    mostly waits; this holds a list only while something is queued, and one future
+    only while the app waits."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        if self._items is None:
+            self._items = [item]
+        else:
+            self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        items = self._items
+        item = items.pop(0)  # a socket's queue holds a handful at most (reads pause)
+        if not items:
+            self._items = None
+        return item
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
+
+
+class Flag:
+    """What uvicorn's WebSocket protocol uses of ``asyncio.Event`` for ``writable``
+    (``set``, ``clear``, ``is_set``, ``wait``), without the deque an Event makes at
+    birth: waiters exist only while the socket's write side is paused."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self, value: bool = True) -> None:
+        self._set = value
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        while not self._set:
+            waiter = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if self._waiters is not None and waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        return True
+
+
 class PushhubWebSocketProtocol(_Guarded, WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol, with bounded closes and stalls."""
+    """uvicorn's sans-I/O WebSocket protocol, with bounded closes and stalls, and a
+    smaller footprint per idle socket: a slim inbox and writable flag, and the
+    handshake's request, response and headers let go of once the socket is accepted
+    (pushhub's transport reads what it needs from the headers before accepting)."""
 
     def __init__(
         self,
@@ -300,6 +384,8 @@ class PushhubWebSocketProtocol(_Guarded, WebSocketsSansIOProtocol):
         super().__init__(config, server_state, app_state, _loop)
         # How long a close frame waits for the peer's reply (uvicorn: 10 s, fixed).
         self.close_timeout = self.limits.close_timeout
+        self.queue = cast(Any, Inbox())
+        self.writable = cast(Any, Flag())
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.guard = TransportGuard.around(transport, self.loop, self.limits)
@@ -322,6 +408,20 @@ class PushhubWebSocketProtocol(_Guarded, WebSocketsSansIOProtocol):
             return
         # DEBUG: vanished clients (mobile networks, sleeping laptops) are routine.
         self.guard.abort_for(f"no pong within {self.ping_timeout:g}s", logging.DEBUG)
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.accept" and self.handshake_complete:
+            # Accepted: the handshake's request and response (with their headers) and
+            # the scope's header list are not read again: about 6 KiB per socket.
+            # websockets' parser keeps the request object for the connection's life
+            # (a local of its generator), so its headers are emptied, not just dropped.
+            for message_ in (self.request, self.response):
+                if message_ is not None:
+                    message_.headers.clear()
+            self.request = cast(Any, None)
+            self.response = cast(Any, None)
+            self.scope["headers"] = []
 
     async def run_asgi(self) -> None:
         # The guard itself (its abort() is the app's way out), not a dict holding a bound

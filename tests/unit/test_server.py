@@ -696,6 +696,74 @@ async def test_a_websocket_closed_by_the_app_is_aborted_if_the_close_cannot_be_f
     await h.transport.until(lambda: app.received[-1]["type"] == "websocket.disconnect")
 
 
+async def test_an_accepted_websocket_keeps_no_handshake_headers_and_still_reads_frames(
+    clock: ManualClock, harness: Callable[..., Harness]
+) -> None:
+    app = WebSocketApp()
+    h = harness(app=app)
+    client = ClientProtocol(parse_uri("ws://t/ws"))
+    client.send_request(client.connect())
+    h.send(b"".join(client.data_to_send()))
+    await h.transport.until(lambda: b"101 Switching Protocols" in h.written)
+    ws = h.transport.get_protocol()
+    assert isinstance(ws, PushhubWebSocketProtocol)
+
+    # Everything of the handshake that is never read again is let go of.
+    assert ws.request is None
+    assert ws.response is None
+    assert app.scope["headers"] == []
+    assert isinstance(ws.queue, server.Inbox)
+    assert isinstance(ws.writable, server.Flag)
+
+    client.receive_data(h.written)
+    client.send_text(b"hello")
+    h.send(b"".join(client.data_to_send()))
+    await h.transport.until(lambda: app.received[-1].get("text") == "hello")
+
+
+async def test_the_inbox_hands_items_over_in_order_and_wakes_its_reader() -> None:
+    inbox = server.Inbox()
+    assert (inbox.empty(), inbox.qsize()) == (True, 0)
+    inbox.put_nowait(1)
+    inbox.put_nowait(2)
+    assert (inbox.empty(), inbox.qsize()) == (False, 2)
+    assert [await inbox.get(), await inbox.get()] == [1, 2]
+
+    reader = asyncio.create_task(inbox.get())
+    await asyncio.sleep(0)
+    assert not reader.done()
+    inbox.put_nowait(3)
+    assert await asyncio.wait_for(reader, 1) == 3
+    assert inbox.empty()
+
+    # A reader cancelled while waiting leaves nothing behind.
+    cancelled = asyncio.create_task(inbox.get())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await cancelled
+    inbox.put_nowait(4)
+    assert await asyncio.wait_for(inbox.get(), 1) == 4
+
+
+async def test_the_flag_blocks_waiters_while_clear_and_wakes_them_all_when_set() -> None:
+    flag = server.Flag()
+    assert await asyncio.wait_for(flag.wait(), 1) is True
+
+    flag.clear()
+    waiters = [asyncio.create_task(flag.wait()) for _ in range(3)]
+    gone = asyncio.create_task(flag.wait())
+    await asyncio.sleep(0)
+    assert not any(w.done() for w in waiters)
+    gone.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await gone
+
+    flag.set()
+    assert await asyncio.wait_for(asyncio.gather(*waiters), 1) == [True, True, True]
+    assert flag.is_set()
+
+
 # -- wiring ------------------------------------------------------------------------------
 
 
