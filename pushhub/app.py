@@ -32,16 +32,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> PushhubApp:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        eng = engine
-        if eng is None:
-            eng = create_engine(
-                settings.engine_url,
-                node_id=settings.node_id,
-                key_prefix=settings.key_prefix,
-                rules=settings.channels,
-                idempotency_ttl=settings.idempotency_ttl,
-                max_payload=settings.max_message_size,
-            )
+        eng = engine if engine is not None else create_engine(settings.engine_url, settings)
         node = Node(settings, eng)
         app.state.node = node
         await node.start()

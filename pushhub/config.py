@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pushhub import engine
 from pushhub.channels import ChannelRule, parse_rules
 from pushhub.errors import ConfigError
 
@@ -198,9 +199,10 @@ def _redis_url(key: str, raw: Any) -> str | None:
     value = _str(key, raw).strip()
     if not value:
         return None
-    scheme = urlsplit(value).scheme
-    if scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(key, _redact(value), "a redis://, rediss:// or unix:// URL")
+    known = engine.schemes()  # the registry only: no engine module is imported
+    if urlsplit(value).scheme not in known:
+        listed = ", ".join(f"{scheme}://" for scheme in known)
+        raise ConfigError(key, _redact(value), f"a URL of one of the schemes {listed}")
     return value
 
 

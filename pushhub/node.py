@@ -1,9 +1,9 @@
 """The node: the one place where local connections (the hub) meet the engine.
 
 The node owns the rule "subscribe upstream on the first local subscriber, unsubscribe
-after the last" and rolls the hub back when the engine refuses. It turns engine payloads
-into frames, encoding each message once for all local subscribers.
-"""
+after the last" and rolls the hub back when the engine refuses. It is the engine's
+``EngineEvents``: each typed event becomes a frame, encoded once for all local
+subscribers. Who a client is and what it may do is its ``Session``'s."""
 
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ class Node:
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.engine.start(self._on_payload, self._on_resubscribe)
+        await self.engine.start(self)
         await self.presence.start()
         self._spawn(self._heartbeat())
         logger.info(
@@ -139,36 +139,22 @@ class Node:
         logger.info("node %s stopped", self.id)
 
     # -- engine -> clients ----------------------------------------------------------------
+    #
+    # The node is the engine's ``EngineEvents``. Each handler is supervised: no event,
+    # however hostile its payload, and no failing client can raise out of here into the
+    # engine's reader; a failure is logged (rate-limited), counted and skipped.
 
-    def _on_payload(self, channel: str, payload: bytes) -> None:
-        """The engine's handler. Supervised: no payload, however hostile, and no failing
-        client can raise out of here and end the engine's reader."""
+    def on_message(self, channel: str, payload: bytes) -> None:
+        """A plain message: checked once, encoded once, offered to every subscriber."""
         self.messages_received += 1
         if not self.hub.has_subscribers(channel):
             return
         try:
             self._deliver(channel, payload)
         except Exception:
-            self.delivery_errors += 1
-            self._errors.exception("delivery", "delivering a payload on %s failed", channel)
+            self._delivery_failed(channel)
 
     def _deliver(self, channel: str, payload: bytes) -> None:
-        if payload.startswith(protocol.ENVELOPE):
-            parsed = protocol.parse_envelope(payload, self._depth)
-            if parsed is None:
-                logger.debug("dropped an unreadable envelope on %s", channel)
-                return
-            header, body = parsed
-            if header.get("t") == "msg" and body is not None:
-                self._on_durable(channel, header, body)
-                return
-            options = self.rules.options(channel)
-            if not options.join_leave or not options.presence_read:
-                return
-            event = protocol.event_from_envelope(channel, payload, self._depth)
-            if event is not None:
-                self.messages_delivered += self.hub.broadcast(channel, event)
-            return
         if len(payload) > self.settings.max_message_size:
             # Only a raw PUBLISH can be this large (every pushhub path checks the size),
             # and a copy of it would sit in every subscriber's socket buffer.
@@ -184,11 +170,23 @@ class Node:
         frame = protocol.message(channel, protocol.payload_data(payload, self._depth))
         self.messages_delivered += self.hub.broadcast(channel, frame)
 
-    def _on_durable(self, channel: str, header: dict[str, Any], body: bytes) -> None:
-        offset, epoch = header.get("o"), header.get("e")
-        if type(offset) is not int or not isinstance(epoch, str):
-            logger.debug("dropped a durable envelope without a position on %s", channel)
+    def _delivery_failed(self, channel: str) -> None:
+        self.delivery_errors += 1
+        self._errors.exception("delivery", "delivering a payload on %s failed", channel)
+
+    def on_durable(self, channel: str, position: Position, payload: bytes) -> None:
+        """A durable message: delivered with its position, unless it is one already
+        delivered; a gap makes the channel's subscribers recover."""
+        self.messages_received += 1
+        if not self.hub.has_subscribers(channel):
             return
+        try:
+            self._on_durable(channel, position, payload)
+        except Exception:
+            self._delivery_failed(channel)
+
+    def _on_durable(self, channel: str, position: Position, payload: bytes) -> None:
+        offset, epoch = position.offset, position.epoch
         last = self.streams.get(channel)
         verdict = self.streams.observe(channel, offset, epoch)
         if verdict is Verdict.DUPLICATE:
@@ -198,8 +196,38 @@ class Node:
             # cleared): the subscribers recover from the stream, this one included.
             self._lost(channel, f"had {last}, received {epoch}/{offset}")
             return
-        frame = protocol.message(channel, protocol.payload_data(body, self._depth), offset, epoch)
+        data = protocol.payload_data(payload, self._depth)
+        frame = protocol.message(channel, data, offset, epoch)
         self.messages_delivered += self.hub.broadcast(channel, frame, offset)
+
+    def on_join(self, channel: str, member: str, info: bytes | None) -> None:
+        """A member's first connection joined: shown where the channel shows joins and
+        leaves and lets its subscribers read presence."""
+        self.messages_received += 1
+        if not self.hub.has_subscribers(channel):
+            return
+        try:
+            if self._shows_presence(channel):
+                frame = protocol.join_event(channel, member, info)
+                self.messages_delivered += self.hub.broadcast(channel, frame)
+        except Exception:
+            self._delivery_failed(channel)
+
+    def on_leave(self, channel: str, member: str) -> None:
+        """A member's last connection left (see ``on_join``)."""
+        self.messages_received += 1
+        if not self.hub.has_subscribers(channel):
+            return
+        try:
+            if self._shows_presence(channel):
+                frame = protocol.leave_event(channel, member)
+                self.messages_delivered += self.hub.broadcast(channel, frame)
+        except Exception:
+            self._delivery_failed(channel)
+
+    def _shows_presence(self, channel: str) -> bool:
+        options = self.rules.options(channel)
+        return options.join_leave and options.presence_read
 
     def _lost(self, channel: str, why: str) -> None:
         """Tell every local subscriber of ``channel`` to resubscribe from its position."""
@@ -233,7 +261,8 @@ class Node:
                     self.delivery_errors += 1
                     self._errors.exception("ping", "pinging %s failed", conn.id)
 
-    def _on_resubscribe(self) -> None:
+    def on_resubscribed(self) -> None:
+        """The engine is back after an outage: check the durable channels held here."""
         self._spawn(self._check_positions())
 
     async def _check_positions(self) -> None:
@@ -656,4 +685,5 @@ class Node:
             "messages_delivered": self.messages_delivered,
             "messages_dropped": self.messages_dropped,
             "delivery_errors": self.delivery_errors,
+            "engine_dropped": self.engine.dropped,
         }

@@ -1,8 +1,8 @@
 """This node's side of presence: its connections' entries, heartbeats, lease and reaping.
 
-The engine holds the shared state (see ``pushhub.engine.base`` and docs/presence.md);
-the manager keeps the local truth, which connection of this node is present in which
-channel, and keeps the shared state in line with it:
+The engine holds the shared state (``PresenceStore`` in ``pushhub.engine.base``; see
+docs/presence.md); the manager keeps the local truth, which connection of this node is
+present in which channel, and keeps the shared state in line with it:
 
 * every ``presence_heartbeat`` seconds, one refresh per channel (batched into pipelines)
   extends this node's entries and brings back any that are gone, which restores
@@ -19,20 +19,26 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from pushhub.channels import ChannelRules
 from pushhub.config import Settings
-from pushhub.engine.base import Engine, PresenceEntry
+from pushhub.engine.base import PresenceEntry, PresenceStore, SharedLimits
 from pushhub.errors import EngineError
 from pushhub.ratelog import RateLimitedLog
 
 logger = logging.getLogger("pushhub.presence")
 
 
+class PresenceEngine(PresenceStore, SharedLimits, Protocol):
+    """What the manager needs of an engine: the presence state, and the per-user
+    connection slots its heartbeat keeps alive with the entries."""
+
+
 class PresenceManager:
     def __init__(
         self,
-        engine: Engine,
+        engine: PresenceEngine,
         settings: Settings,
         rules: ChannelRules,
         node_id: str,

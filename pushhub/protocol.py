@@ -32,10 +32,6 @@ MAX_REQUEST_ID = 2**53 - 1
 #: A user id: 1-128 characters, none of them a control character.
 USER_RE = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
 
-#: Payloads pushhub publishes for itself (presence events) start with this byte, the
-#: ASCII record separator, which no JSON text and no sensible raw payload starts with.
-ENVELOPE = b"\x1e"
-
 #: The default of ``max_json_depth``: nesting deeper than real data ever needs, well
 #: within what orjson can write (254) and what recursive parsers survive.
 MAX_JSON_DEPTH = 64
@@ -287,23 +283,6 @@ def parse_idempotency_key(raw: object, request_id: int | None = None) -> str | N
     return raw
 
 
-def parse_envelope(
-    payload: bytes, max_depth: int = MAX_JSON_DEPTH
-) -> tuple[dict[str, Any], bytes | None] | None:
-    """Split an envelope into its JSON header and, for a durable message, the payload.
-    None for anything pushhub would not have written (not JSON, not an object, nested
-    deeper than a header with presence info can be)."""
-    newline = payload.find(b"\n")
-    head = payload[len(ENVELOPE) : newline if newline >= 0 else None]
-    try:
-        header = orjson.loads(head)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(header, dict) or too_deep(head, max_depth + 1):
-        return None
-    return header, (payload[newline + 1 :] if newline >= 0 else None)
-
-
 def validate_user(user: object, request_id: int | None = None) -> str:
     if not isinstance(user, str) or not USER_RE.fullmatch(user):
         raise ProtocolError(
@@ -380,38 +359,16 @@ def member_fields(key: str) -> dict[str, Any]:
     return {"user": None, "client": key[2:]}
 
 
-def join_envelope(member: str, info: bytes | None) -> bytes:
-    return (
-        ENVELOPE + b'{"t":"join","m":' + orjson.dumps(member) + b',"i":' + (info or b"null") + b"}"
-    )
+def join_event(channel: str, member: str, info: bytes | None) -> str:
+    """The ``join`` event frame. ``info`` is the member's info as a compact JSON object
+    (as the engine hands it over), spliced in unchanged; None shows as ``null``."""
+    data = orjson.Fragment(info) if info is not None else None
+    return _frame({"type": "join", "channel": channel, **member_fields(member), "info": data})
 
 
-def leave_envelope(member: str) -> bytes:
-    return ENVELOPE + b'{"t":"leave","m":' + orjson.dumps(member) + b"}"
-
-
-def message_envelope(offset: int, epoch: str, payload: bytes) -> bytes:
-    """A durable message as published: header line, newline, the payload unchanged."""
-    header = b'{"t":"msg","o":%d,"e":%s}' % (offset, orjson.dumps(epoch))
-    return ENVELOPE + header + b"\n" + payload
-
-
-def event_from_envelope(
-    channel: str, payload: bytes, max_depth: int = MAX_JSON_DEPTH
-) -> str | None:
-    """The frame for a presence envelope, or None if the envelope is not one we know."""
-    parsed = parse_envelope(payload, max_depth)
-    if parsed is None:
-        return None
-    env = parsed[0]
-    kind, member = env.get("t"), env.get("m")
-    if kind not in ("join", "leave") or not isinstance(member, str):
-        return None
-    obj: dict[str, Any] = {"type": kind, "channel": channel, **member_fields(member)}
-    if kind == "join":
-        info = env.get("i")
-        obj["info"] = info if isinstance(info, dict) else None
-    return _frame(obj)
+def leave_event(channel: str, member: str) -> str:
+    """The ``leave`` event frame."""
+    return _frame({"type": "leave", "channel": channel, **member_fields(member)})
 
 
 def presence_reply(

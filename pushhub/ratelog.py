@@ -36,6 +36,9 @@ class RateLimitedLog:
     def warning(self, kind: str, msg: str, *args: object) -> None:
         self._log(kind, logging.WARNING, msg, args, exc_info=False)
 
+    def debug(self, kind: str, msg: str, *args: object) -> None:
+        self._log(kind, logging.DEBUG, msg, args, exc_info=False)
+
     def _log(
         self, kind: str, level: int, msg: str, args: tuple[object, ...], exc_info: bool
     ) -> None:

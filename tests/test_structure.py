@@ -88,7 +88,8 @@ def test_only_the_transport_speaks_websocket_asgi() -> None:
         for path in PACKAGE.rglob("*.py")
         if '"websocket.accept"' in path.read_text() or '"websocket.send"' in path.read_text()
     }
-    assert speakers == {"pushhub.transport"}
+    # server.py is the other end: uvicorn's protocol, which receives what the app sends.
+    assert speakers == {"pushhub.transport", "pushhub.server"}
 
 
 @pytest.mark.parametrize("module", ["pushhub.hub", "pushhub.connection"])
@@ -131,3 +132,43 @@ def test_a_session_knows_nothing_of_transports_or_the_hub(forbidden: str) -> Non
     # A session reaches channels only through the node, so SSE or any other transport
     # can drive the same sessions.
     assert "pushhub.session" not in importers_of(forbidden)
+
+
+def test_only_the_redis_engine_reads_the_envelope() -> None:
+    # The byte envelope lives beside the Lua that writes it; the node gets typed events.
+    assert importers_of("pushhub.engine.envelope") == {"pushhub.engine.redis"}
+
+
+def test_protocol_knows_no_envelope() -> None:
+    tree = ast.parse((PACKAGE / "protocol.py").read_text())
+    names = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+    names |= {
+        target.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+
+    assert names, "no names found in protocol.py"
+    assert not {name for name in names if "envelope" in name.lower()}
+    assert "\\x1e" not in (PACKAGE / "protocol.py").read_text()
+
+
+@pytest.mark.parametrize("engine", ["pushhub.engine.redis", "pushhub.engine.memory"])
+def test_config_and_the_registry_import_no_engine_module(engine: str) -> None:
+    # config.py asks pushhub.engine for the schemes; only the chosen engine is imported,
+    # when create_engine is called.
+    importers = importers_of(engine)
+
+    assert "pushhub.config" not in importers
+    assert "pushhub.engine" not in importers
+    assert "pushhub.app" not in importers
+
+
+@pytest.mark.parametrize("module", ["pushhub.node", "pushhub.presence", "pushhub.api"])
+def test_nothing_outside_the_engines_names_an_engine_module(module: str) -> None:
+    # The node, the presence manager and the API type against pushhub.engine.base.
+    assert module not in importers_of("pushhub.engine.redis")
+    assert module not in importers_of("pushhub.engine.memory")
+    assert module not in importers_of("pushhub.engine.envelope")

@@ -2,32 +2,40 @@
 
 Several ``MemoryEngine`` objects that share one ``MemoryBroker`` behave like nodes
 sharing one Redis, which lets the contract suite check cross-node behaviour in process.
+Events need no envelope here: the broker calls each subscribed engine's events directly,
+synchronously, from the operation that caused them (so from the event loop, in order,
+and never concurrently).
 """
 
 from __future__ import annotations
 
 import bisect
+import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pushhub.channels import ChannelRule, ChannelRules
 from pushhub.engine.base import (
     Engine,
+    EngineEvents,
     HistoryMessage,
     HistoryRead,
-    MessageHandler,
     PresenceCount,
     PresenceEntry,
     PresenceMember,
-    ResubscribeHandler,
 )
 from pushhub.errors import EngineError, EngineUnavailable
-from pushhub.protocol import join_envelope, leave_envelope, message_envelope
+from pushhub.ratelog import RateLimitedLog
 from pushhub.stream import NO_HISTORY, Position
+
+if TYPE_CHECKING:
+    from pushhub.config import Settings
+
+logger = logging.getLogger("pushhub.engine.memory")
 
 
 @dataclass
@@ -96,7 +104,14 @@ class MemoryBroker:
         if count == 1:
             bisect.insort(state.keys, entry.member)
             if emit:
-                self.deliver(channel, join_envelope(entry.member, state.info[entry.member]))
+                info = state.info[entry.member]
+                if info is not None and not info.startswith(b"{"):
+                    info = None  # as Redis shows it: anything but an object is no info
+                for events in self.receivers(channel):
+                    try:
+                        events.on_join(channel, entry.member, info)
+                    except Exception:
+                        _handler_failed(events)
 
     def leave(self, channel: str, conn_id: str, emit: bool) -> None:
         state = self.presence.get(channel)
@@ -111,7 +126,11 @@ class MemoryBroker:
             state.info.pop(member, None)
             del state.keys[bisect.bisect_left(state.keys, member)]
             if emit:
-                self.deliver(channel, leave_envelope(member))
+                for events in self.receivers(channel):
+                    try:
+                        events.on_leave(channel, member)
+                    except Exception:
+                        _handler_failed(events)
         if not state.conns:
             del self.presence[channel]
 
@@ -122,15 +141,40 @@ class MemoryBroker:
         for conn_id in [c for c, (exp, _) in state.conns.items() if exp < now]:
             self.leave(channel, conn_id, emit)
 
-    def deliver(self, channel: str, payload: bytes) -> int:
-        engines = self.subscriptions.get(channel, ())
-        for engine in tuple(engines):
-            engine.receive(channel, payload)
-        return len(engines)
+    def receivers(self, channel: str) -> Iterator[EngineEvents]:
+        """The events of each started engine subscribed to ``channel``, in turn."""
+        for engine in tuple(self.subscriptions.get(channel, ())):
+            if engine.events is not None:
+                yield engine.events
+
+    def deliver(self, channel: str, payload: bytes) -> None:
+        for events in self.receivers(channel):
+            try:
+                events.on_message(channel, payload)
+            except Exception:
+                _handler_failed(events)
+
+    def deliver_durable(self, channel: str, position: Position, payload: bytes) -> None:
+        for events in self.receivers(channel):
+            try:
+                events.on_durable(channel, position, payload)
+            except Exception:
+                _handler_failed(events)
+
+
+_errors = RateLimitedLog(logger)
+
+
+def _handler_failed(events: EngineEvents) -> None:
+    """Supervision: what a handler raised is logged (rate-limited), never raised into
+    the operation that caused the event."""
+    _errors.exception("events", "an engine event handler (%s) raised", type(events).__name__)
 
 
 class MemoryEngine:
     name = "memory"
+    #: Nothing here is ever unreadable (see ``Broker.dropped``).
+    dropped = 0
 
     def __init__(
         self,
@@ -141,22 +185,21 @@ class MemoryEngine:
         self._broker = broker if broker is not None else MemoryBroker()
         self._rules = ChannelRules(rules)
         self._idempotency_ttl = idempotency_ttl
-        self._handler: MessageHandler | None = None
+        #: Where this engine's events go; None until started and after closing.
+        self.events: EngineEvents | None = None
         self._channels: set[str] = set()
 
-    async def start(
-        self, handler: MessageHandler, on_resubscribe: ResubscribeHandler | None = None
-    ) -> None:
+    async def start(self, events: EngineEvents) -> None:
         # Memory never disconnects, so it never resubscribes.
-        self._handler = handler
+        self.events = events
 
     async def close(self) -> None:
         for channel in tuple(self._channels):
             await self.unsubscribe(channel)
-        self._handler = None
+        self.events = None
 
     def _require_started(self) -> None:
-        if self._handler is None:
+        if self.events is None:
             raise EngineUnavailable("memory engine is not started")
 
     async def subscribe(self, channel: str) -> None:
@@ -183,13 +226,6 @@ class MemoryEngine:
 
     async def check(self) -> None:
         self._require_started()
-
-    def subscribed_channels(self) -> frozenset[str]:
-        return frozenset(self._channels)
-
-    def receive(self, channel: str, payload: bytes) -> None:
-        if self._handler is not None:
-            self._handler(channel, payload)
 
     # -- presence --------------------------------------------------------------------
 
@@ -303,7 +339,7 @@ class MemoryEngine:
             stream.entries.popleft()
         stream.expires = now + options.history_ttl
         position = Position(stream.offset, stream.epoch)
-        broker.deliver(channel, message_envelope(position.offset, position.epoch, payload))
+        broker.deliver_durable(channel, position, payload)
         if idempotency_key:
             broker.idempotency[(channel, idempotency_key)] = (position, now + self._idempotency_ttl)
         return position
@@ -399,11 +435,9 @@ class MemoryEngine:
         return True
 
 
-def from_url(
-    url: str, *, rules: tuple[ChannelRule, ...] = (), idempotency_ttl: float = 300.0, **_: object
-) -> MemoryEngine:
+def from_url(url: str, settings: Settings) -> MemoryEngine:
     """``memory://``: a fresh single-node engine."""
-    return MemoryEngine(rules=rules, idempotency_ttl=idempotency_ttl)
+    return MemoryEngine(rules=settings.channels, idempotency_ttl=settings.idempotency_ttl)
 
 
 if TYPE_CHECKING:  # mypy proves the memory engine keeps the whole contract

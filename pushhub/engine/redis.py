@@ -10,6 +10,10 @@ capped, jittered backoff, and every channel the node still wants is subscribed a
 A watchdog publishes to the node's own probe channel every few seconds and expects to
 hear it back; a connection that stays open but deaf (a failover that kept the TCP
 session) is torn down and rebuilt, and the engine reports itself unready meanwhile.
+
+The reader hands each Pub/Sub message to the node's ``EngineEvents`` once, typed: a raw
+payload as ``on_message``, and the envelopes the Lua scripts publish (``envelope.py``)
+as ``on_durable``, ``on_join`` or ``on_leave``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
@@ -30,19 +34,23 @@ from redis.exceptions import RedisError, ResponseError
 
 from pushhub.backoff import Backoff
 from pushhub.channels import ChannelRule, ChannelRules, lua_pattern
+from pushhub.engine import envelope
 from pushhub.engine.base import (
     Engine,
+    EngineEvents,
     HistoryMessage,
     HistoryRead,
-    MessageHandler,
     PresenceCount,
     PresenceEntry,
     PresenceMember,
-    ResubscribeHandler,
 )
 from pushhub.errors import EngineError, EngineUnavailable
+from pushhub.protocol import MAX_JSON_DEPTH
 from pushhub.ratelog import RateLimitedLog
 from pushhub.stream import Position
+
+if TYPE_CHECKING:
+    from pushhub.config import Settings
 
 logger = logging.getLogger("pushhub.engine.redis")
 
@@ -50,6 +58,8 @@ logger = logging.getLogger("pushhub.engine.redis")
 RESUBSCRIBE_BATCH = 500
 
 _IO_ERRORS = (RedisError, OSError, TimeoutError)
+
+_MARK = envelope.MARK
 
 
 def _library_code(listing: Any) -> str | None:
@@ -110,6 +120,7 @@ class RedisEngine:
         rules: tuple[ChannelRule, ...] = (),
         idempotency_ttl: float = 300.0,
         max_payload: int = 64 * 1024,
+        max_json_depth: int = MAX_JSON_DEPTH,
         max_connections: int = 64,
         connect_timeout: float = 2.0,
         command_timeout: float = 5.0,
@@ -137,14 +148,17 @@ class RedisEngine:
         self._library = function_library(key_prefix, rules, self._idempotency_ttl_ms, max_payload)
         self._rules = ChannelRules(rules)
         self._functions_error: str | None = None
-        self._on_resubscribe: ResubscribeHandler | None = None
         self._resync: set[str] | None = None  # channels awaiting resubscription
         self._connected_once = False
         self._command_timeout = command_timeout
         self._probe_interval = probe_interval
         self._probe_channel = f"__pushhub__.probe.{node_id}"
         self._backoff = backoff or Backoff(base=0.1, cap=5.0)
-        self._handler: MessageHandler | None = None
+        self._events: EngineEvents | None = None
+        #: ``events.on_message``, bound once: the plain-message path is the hot one.
+        self._on_message: Callable[[str, bytes], None] | None = None
+        self._depth = max_json_depth
+        self.dropped = 0
         self._errors = RateLimitedLog(logger)
         self._wanted: set[str] = set()  # channels the node holds
         self._live: set[str] = set()  # confirmed on the current connection
@@ -163,11 +177,8 @@ class RedisEngine:
 
     # -- lifecycle ---------------------------------------------------------------
 
-    async def start(
-        self, handler: MessageHandler, on_resubscribe: ResubscribeHandler | None = None
-    ) -> None:
-        self._handler = handler
-        self._on_resubscribe = on_resubscribe
+    async def start(self, events: EngineEvents) -> None:
+        self._events, self._on_message = events, events.on_message
         loop = asyncio.get_running_loop()
         self._reader = loop.create_task(self._read_forever(), name="pushhub-redis-reader")
         self._watchdog = loop.create_task(self._watch(), name="pushhub-redis-watchdog")
@@ -298,8 +309,14 @@ class RedisEngine:
             channel = reply[1].decode()
             if channel == self._probe_channel:
                 self._probe_heard.set()
-            elif self._handler is not None:
-                self._handler(channel, reply[2])
+            elif self._on_message is not None:
+                payload = reply[2]
+                # A one-byte slice is CPython's cached object: no copy, and cheaper
+                # than startswith on this path, the one every message takes.
+                if payload[:1] != _MARK:
+                    self._on_message(channel, payload)
+                else:
+                    self._on_envelope(channel, payload)
         elif kind == b"subscribe":
             channel = reply[1].decode()
             if channel == self._probe_channel:
@@ -319,11 +336,19 @@ class RedisEngine:
                 self._resync.discard(channel)
                 if not self._resync:
                     self._resync = None
-                    if self._on_resubscribe is not None:
-                        self._on_resubscribe()
+                    if self._events is not None:
+                        self._events.on_resubscribed()
             for fut in self._waiters.pop(channel, ()):
                 if not fut.done():
                     fut.set_result(None)
+
+    def _on_envelope(self, channel: str, payload: bytes) -> None:
+        if self._events is not None and not envelope.dispatch(
+            channel, payload, self._events, self._depth
+        ):
+            # A raw PUBLISH that begins with 0x1E but is no envelope pushhub wrote.
+            self.dropped += 1
+            self._errors.debug("envelope", "dropped an unreadable envelope on %s", channel)
 
     def _spawn_unsubscribe(self, channel: str) -> None:
         async def unsubscribe() -> None:
@@ -419,9 +444,6 @@ class RedisEngine:
             await asyncio.wait_for(self._client.ping(), self._command_timeout)
         except _IO_ERRORS as exc:
             raise EngineUnavailable(f"Redis does not answer PING: {exc}") from None
-
-    def subscribed_channels(self) -> frozenset[str]:
-        return frozenset(self._wanted)
 
     @property
     def ready(self) -> bool:
@@ -639,8 +661,18 @@ class RedisEngine:
         return bool(await self._call(self._limits(keys=[limiter], args=args)))
 
 
-def from_url(url: str, *, node_id: str, **options: Any) -> RedisEngine:
-    return RedisEngine(url, node_id=node_id, **options)
+def from_url(url: str, settings: Settings) -> RedisEngine:
+    """``redis://``, ``rediss://``, ``unix://``: the Redis engine, configured from
+    ``settings`` (the node id names its probe channel)."""
+    return RedisEngine(
+        url,
+        node_id=settings.node_id,
+        key_prefix=settings.key_prefix,
+        rules=settings.channels,
+        idempotency_ttl=settings.idempotency_ttl,
+        max_payload=settings.max_message_size,
+        max_json_depth=settings.max_json_depth,
+    )
 
 
 if TYPE_CHECKING:  # mypy proves the Redis engine keeps the whole contract

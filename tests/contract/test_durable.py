@@ -24,8 +24,8 @@ from pushhub.engine.base import (
 from pushhub.engine.memory import MemoryBroker, MemoryEngine
 from pushhub.engine.redis import RedisEngine
 from pushhub.errors import EngineError
-from pushhub.protocol import ENVELOPE, message_envelope, parse_envelope
 from pushhub.stream import NO_HISTORY, Position
+from tests.engine_events import Durable, Event, Ignore, Recorder
 from tests.support import RedisServer
 
 #: Every wait for a delivery is bounded by this, so a lost message fails the test fast.
@@ -69,30 +69,23 @@ class Delivered:
     data: bytes
 
 
-def unwrap(payload: bytes) -> Delivered:
-    """Split a durable message envelope; fail the test on anything else."""
-    assert payload.startswith(ENVELOPE), f"not an envelope: {payload[:80]!r}"
-    parsed = parse_envelope(payload)
-    assert parsed is not None, f"undecodable envelope {payload[:80]!r}"
-    header, data = parsed
-    assert header.get("t") == "msg", header
-    assert data is not None, f"a message envelope without a payload: {payload[:80]!r}"
-    offset, epoch = header["o"], header["e"]
+def unwrap(event: Event) -> Delivered:
+    """A durable message event; fail the test on anything else."""
+    assert isinstance(event, Durable), f"not a durable message: {event!r:.80}"
+    offset, epoch = event.position.offset, event.position.epoch
     assert type(offset) is int
     assert isinstance(epoch, str)
-    return Delivered(offset, epoch, data)
+    assert type(event.payload) is bytes
+    return Delivered(offset, epoch, event.payload)
 
 
-class Node:
-    """One engine and what its handler received, in order."""
+class Node(Recorder):
+    """One engine and the events it delivered, in order (a message as its bytes)."""
 
     def __init__(self, engine: Engine) -> None:
+        super().__init__()
         self.engine = engine
-        self.received: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._fences = itertools.count()
-
-    def handle(self, channel: str, payload: bytes) -> None:
-        self.received.put_nowait((channel, payload))
 
     async def messages(self, channel: str, count: int) -> list[Delivered]:
         """The next ``count`` payloads, which must all be durable messages on ``channel``."""
@@ -101,7 +94,7 @@ class Node:
         assert [c for c, _ in got] == [channel] * count
         return [unwrap(payload) for _, payload in got]
 
-    async def until_fence(self, channel: str) -> list[bytes]:
+    async def until_fence(self, channel: str) -> list[Event]:
         """Every payload received on ``channel`` before a fence published now.
 
         The fence is a plain publish made after the operations under test returned; one
@@ -110,7 +103,7 @@ class Node:
         """
         fence = b"fence-%d" % next(self._fences)
         await self.engine.publish(channel, fence)
-        payloads: list[bytes] = []
+        payloads: list[Event] = []
         async with asyncio.timeout(DELIVERY_TIMEOUT):
             while True:
                 got, payload = await self.received.get()
@@ -161,7 +154,7 @@ async def start_node(store: Store) -> AsyncIterator[StartNode]:
 
     async def start() -> Node:
         node = Node(store.make())
-        await node.engine.start(node.handle)
+        await node.engine.start(node)
         started.append(node.engine)
         return node
 
@@ -188,7 +181,7 @@ def offsets(read: HistoryRead) -> list[int]:
     return [m.offset for m in read.messages]
 
 
-# -- offsets and the envelope ------------------------------------------------------------
+# -- offsets and delivery ------------------------------------------------------------------
 
 
 async def test_offsets_increase_by_exactly_one_per_channel_and_channels_count_independently(
@@ -217,7 +210,7 @@ async def test_offsets_increase_by_exactly_one_per_channel_and_channels_count_in
         pytest.param(bytes(range(256)) * 240, id="60KiB"),
     ],
 )
-async def test_publish_answer_and_delivered_envelope_carry_the_same_position_and_the_payload(
+async def test_publish_answer_and_delivered_message_carry_the_same_position_and_the_payload(
     publisher: Node, subscriber: Node, payload: bytes
 ) -> None:
     await subscriber.engine.subscribe("user:42")
@@ -228,8 +221,7 @@ async def test_publish_answer_and_delivered_envelope_carry_the_same_position_and
     channel, raw = await asyncio.wait_for(subscriber.received.get(), DELIVERY_TIMEOUT)
     assert channel == "user:42"
     assert unwrap(raw) == Delivered(position.offset, position.epoch, payload)
-    # Byte for byte what the protocol module builds, whichever engine built it.
-    assert raw == message_envelope(position.offset, position.epoch, payload)
+    assert raw == Durable(position, payload)
     read = await subscriber.engine.read_history("user:42", None, 10)
     assert read.messages == [HistoryMessage(1, payload)]
     assert type(read.messages[0].data) is bytes
@@ -545,8 +537,8 @@ async def test_stream_positions_gives_each_channels_position_and_none_without_hi
 async def test_memory_refuses_publish_durable_on_a_non_durable_channel() -> None:
     broker = MemoryBroker()
     engine, watcher = MemoryEngine(broker, rules=RULES), Node(MemoryEngine(broker, rules=RULES))
-    await engine.start(lambda channel, payload: None)
-    await watcher.engine.start(watcher.handle)
+    await engine.start(Ignore())
+    await watcher.engine.start(watcher)
     await watcher.engine.subscribe(PLAIN)
     try:
         with pytest.raises(EngineError, match="not a durable channel"):
@@ -569,8 +561,8 @@ async def test_redis_refuses_publish_durable_on_a_non_durable_channel(
     # pushhub_publish on such a channel is a plain PUBLISH: see test_redis_function.py.)
     store = redis_store(redis_server, redis_url)
     engine, watcher = store.make(), Node(store.make())
-    await engine.start(lambda channel, payload: None)
-    await watcher.engine.start(watcher.handle)
+    await engine.start(Ignore())
+    await watcher.engine.start(watcher)
     await watcher.engine.subscribe(PLAIN)
     try:
         with pytest.raises(EngineError, match="not a durable channel"):
@@ -591,7 +583,7 @@ async def test_memory_history_expires_ttl_after_the_last_publish_into_a_new_epoc
     clock = Clock()
     broker = MemoryBroker(clock=clock)
     engine = MemoryEngine(broker, rules=RULES)
-    await engine.start(lambda channel, payload: None)
+    await engine.start(Ignore())
     first = await engine.publish_durable("user:ttl", b"one")
     clock.advance(TTL - 1)
     second = await engine.publish_durable("user:ttl", b"two")  # extends the TTL
@@ -614,7 +606,7 @@ async def test_memory_history_expires_ttl_after_the_last_publish_into_a_new_epoc
 async def test_memory_history_expired_before_a_publish_comes_back_under_a_new_epoch() -> None:
     clock = Clock()
     engine = MemoryEngine(MemoryBroker(clock=clock), rules=RULES)
-    await engine.start(lambda channel, payload: None)
+    await engine.start(Ignore())
     old = await publish_numbered(Node(engine), "small:ttl", 3)
 
     clock.advance(TTL + 1)
@@ -632,7 +624,7 @@ async def test_memory_idempotency_key_is_forgotten_after_the_idempotency_ttl() -
     clock = Clock()
     # Shorter than the history TTL, so the history outlives the record.
     engine = MemoryEngine(MemoryBroker(clock=clock), rules=RULES, idempotency_ttl=TTL / 2)
-    await engine.start(lambda channel, payload: None)
+    await engine.start(Ignore())
     first = await engine.publish_durable("user:idem", b"a", "key-1")
 
     clock.advance(TTL / 2 - 1)
@@ -647,7 +639,7 @@ async def test_memory_idempotency_key_is_forgotten_after_the_idempotency_ttl() -
 @pytest.fixture
 async def redis_node(redis_server: RedisServer, redis_url: str) -> AsyncIterator[Node]:
     node = Node(redis_store(redis_server, redis_url).make())
-    await node.engine.start(node.handle)
+    await node.engine.start(node)
     yield node
     await node.engine.close()
 

@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import pytest
 
 from pushhub.engine.base import Engine, PresenceCount, PresenceEntry, PresenceMember
 from pushhub.engine.memory import MemoryBroker, MemoryEngine
 from pushhub.engine.redis import RedisEngine
-from pushhub.protocol import ENVELOPE, event_from_envelope, member_key
+from pushhub.protocol import member_key
+from tests.engine_events import Ignore, Recorder, presence_frame
 from tests.support import RedisServer
 
 #: Every wait for a delivery is bounded by this, so a lost event fails the test fast.
@@ -56,17 +56,15 @@ class Store:
     lose_everything: Callable[[], None]
 
 
-class Watcher:
-    """A node subscribed to channels, collecting the presence events published on them."""
+class Watcher(Recorder):
+    """A node subscribed to channels, collecting the presence events published on them
+    (as the frames a node would send for them)."""
 
     def __init__(self, engine: Engine) -> None:
+        super().__init__()
         self.engine = engine
-        self._received: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._events: dict[str, list[dict[str, Any]]] = {}
         self._fences = itertools.count()
-
-    def handle(self, channel: str, payload: bytes) -> None:
-        self._received.put_nowait((channel, payload))
 
     async def watch(self, *channels: str) -> None:
         for channel in channels:
@@ -83,13 +81,12 @@ class Watcher:
         await self.engine.publish(channel, fence)
         async with asyncio.timeout(DELIVERY_TIMEOUT):
             while True:
-                got, payload = await self._received.get()
-                if (got, payload) == (channel, fence):
+                got, event = await self.received.get()
+                if (got, event) == (channel, fence):
                     break
-                if payload.startswith(ENVELOPE):
-                    frame = event_from_envelope(got, payload)
-                    assert frame is not None, f"undecodable envelope {payload!r}"
-                    self._events.setdefault(got, []).append(orjson.loads(frame))
+                frame = presence_frame(got, event)
+                if frame is not None:  # a presence event, not some other message
+                    self._events.setdefault(got, []).append(frame)
         return self._events.pop(channel, [])
 
 
@@ -121,7 +118,7 @@ async def start_node(store: Store) -> AsyncIterator[StartNode]:
 
     async def start() -> Engine:
         engine = store.make()
-        await engine.start(lambda channel, payload: None)
+        await engine.start(Ignore())
         started.append(engine)
         return engine
 
@@ -144,7 +141,7 @@ async def other(start_node: StartNode) -> Engine:
 async def watcher(store: Store) -> AsyncIterator[Watcher]:
     engine = store.make()
     watcher = Watcher(engine)
-    await engine.start(watcher.handle)
+    await engine.start(watcher)
     await watcher.watch(CHANNEL)
     yield watcher
     await engine.close()
@@ -761,7 +758,7 @@ async def test_node_leave_of_an_unknown_node_is_not_an_error(node: Engine) -> No
 @pytest.fixture
 async def redis_node(redis_url: str) -> AsyncIterator[RedisEngine]:
     engine = RedisEngine(redis_url, node_id="presence-keys", key_prefix=PREFIX)
-    await engine.start(lambda channel, payload: None)
+    await engine.start(Ignore())
     yield engine
     await engine.close()
 

@@ -10,15 +10,13 @@ import pytest
 
 from pushhub.engine.redis import RedisEngine
 from pushhub.errors import EngineUnavailable
+from tests.engine_events import Ignore, Recorder
 from tests.support import RedisServer, free_port
 
 
-class Received:
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
-
-    def __call__(self, channel: str, payload: bytes) -> None:
-        self.queue.put_nowait((channel, payload))
+def pubsub_channels(server: RedisServer) -> set[str]:
+    """The channels Redis has subscribers for, asked by redis-cli (its own client)."""
+    return {line for line in server.cli("PUBSUB", "CHANNELS").splitlines() if line}
 
 
 MakeEngine = Callable[..., RedisEngine]
@@ -45,8 +43,8 @@ async def test_engine_resubscribes_by_itself_after_its_pubsub_connection_is_kill
     redis_server: RedisServer, redis_url: str, make_engine: MakeEngine
 ) -> None:
     publisher, subscriber = make_engine(redis_url), make_engine(redis_url)
-    received = Received()
-    await publisher.start(lambda channel, payload: None)
+    received = Recorder()
+    await publisher.start(Ignore())
     await subscriber.start(received)
     await subscriber.subscribe("survives")
     await subscriber.subscribe("also-survives")
@@ -60,29 +58,31 @@ async def test_engine_resubscribes_by_itself_after_its_pubsub_connection_is_kill
         while True:
             await publisher.publish("survives", b"probe")
             try:
-                channel, payload = await asyncio.wait_for(received.queue.get(), 0.1)
+                channel, payload = await asyncio.wait_for(received.received.get(), 0.1)
             except TimeoutError:
                 continue
             assert (channel, payload) == ("survives", b"probe")
             break
         # Every channel came back, not only the one probed.
         await publisher.publish("also-survives", b"too")
-        while (item := await received.queue.get()) == ("survives", b"probe"):
+        while (item := await received.received.get()) == ("survives", b"probe"):
             pass
         assert item == ("also-survives", b"too")
 
-    assert subscriber.subscribed_channels() == {"survives", "also-survives"}
+    assert {"survives", "also-survives"} <= pubsub_channels(redis_server)
     assert subscriber.ready
     await subscriber.check()
+    assert received.resubscribed >= 1  # told once every channel was back
 
 
 async def test_engine_pointed_at_nothing_fails_promptly_with_engine_unavailable(
     make_engine: MakeEngine,
 ) -> None:
-    engine = make_engine(f"redis://127.0.0.1:{free_port()}/0", connect_timeout=0.5)
+    port = free_port()
+    engine = make_engine(f"redis://127.0.0.1:{port}/0", connect_timeout=0.5)
 
     async with asyncio.timeout(5):
-        await engine.start(lambda channel, payload: None)  # starts unready, does not raise
+        await engine.start(Ignore())  # starts unready, does not raise
     assert not engine.ready
 
     began = time.monotonic()
@@ -97,4 +97,14 @@ async def test_engine_pointed_at_nothing_fails_promptly_with_engine_unavailable(
     await engine.unsubscribe("c")  # never raises for a lost connection
     assert time.monotonic() - began < 2
 
-    assert engine.subscribed_channels() == frozenset()
+    # A subscribe that failed is not one the engine keeps: once Redis is there, the
+    # engine subscribes its probe channel and nothing else.
+    server = RedisServer(port)
+    server.start()
+    try:
+        async with asyncio.timeout(20):
+            while not engine.ready:
+                await asyncio.sleep(0.05)
+        assert pubsub_channels(server) == {"__pushhub__.probe.redis-test-0"}
+    finally:
+        server.stop()

@@ -15,8 +15,8 @@ import pytest
 from pushhub.channels import ChannelOptions, ChannelRule, ChannelRules
 from pushhub.engine.base import HistoryMessage, HistoryRead
 from pushhub.engine.redis import RedisEngine, function_library
-from pushhub.protocol import ENVELOPE, message_envelope
 from pushhub.stream import Position
+from tests.engine_events import Durable, Event, Ignore, Recorder
 from tests.support import RedisServer
 
 DELIVERY_TIMEOUT = 5.0
@@ -29,21 +29,22 @@ RULES = (
 )
 
 
-class Subscriber:
+def durable(offset: int, epoch: str, payload: bytes) -> Durable:
+    return Durable(Position(offset, epoch), payload)
+
+
+class Subscriber(Recorder):
     def __init__(self, engine: RedisEngine) -> None:
+        super().__init__()
         self.engine = engine
-        self.received: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
 
-    def handle(self, channel: str, payload: bytes) -> None:
-        self.received.put_nowait((channel, payload))
-
-    async def next(self) -> tuple[str, bytes]:
+    async def next(self) -> tuple[str, Event]:
         async with asyncio.timeout(DELIVERY_TIMEOUT):
             return await self.received.get()
 
-    async def until(self, channel: str, payload: bytes) -> list[tuple[str, bytes]]:
+    async def until(self, channel: str, payload: Event) -> list[tuple[str, Event]]:
         """Everything received before ``(channel, payload)``, which must arrive."""
-        before: list[tuple[str, bytes]] = []
+        before: list[tuple[str, Event]] = []
         async with asyncio.timeout(DELIVERY_TIMEOUT):
             while (item := await self.received.get()) != (channel, payload):
                 before.append(item)
@@ -65,7 +66,7 @@ async def start_engine(redis_url: str) -> AsyncIterator[StartEngine]:
         )
         subscriber = Subscriber(engine)
         started.append(engine)
-        await engine.start(subscriber.handle)
+        await engine.start(subscriber)
         await engine.check()  # connected, so the library is loaded
         return subscriber
 
@@ -95,9 +96,9 @@ async def test_fcall_from_redis_cli_publishes_durably_and_answers_offset_and_epo
     assert answer == ["2", before.epoch]
     assert await node.next() == (
         "user:42",
-        message_envelope(before.offset, before.epoch, b'{"via":"pushhub"}'),
+        durable(before.offset, before.epoch, b'{"via":"pushhub"}'),
     )
-    assert await node.next() == ("user:42", message_envelope(2, before.epoch, b'{"text":"hi"}'))
+    assert await node.next() == ("user:42", durable(2, before.epoch, b'{"text":"hi"}'))
     read = await node.engine.read_history("user:42", None, 10)
     assert read == HistoryRead(
         Position(2, before.epoch),
@@ -116,7 +117,7 @@ async def test_fcall_keeps_utf8_payload_bytes_exactly(
 
     offset, epoch = fcall(redis_server, "user:utf8", text)
 
-    assert await node.next() == ("user:utf8", message_envelope(int(offset), epoch, text.encode()))
+    assert await node.next() == ("user:utf8", durable(int(offset), epoch, text.encode()))
     read = await node.engine.read_history("user:utf8", None, 1)
     assert read.messages == [HistoryMessage(1, text.encode())]
 
@@ -147,8 +148,8 @@ async def test_fcall_with_the_same_idempotency_key_twice_lands_once(
     assert first == second
     assert first[0] == "1"
     assert other == ["2", first[1]]
-    delivered = await node.until("user:idem", message_envelope(2, first[1], b"twice"))
-    assert delivered == [("user:idem", message_envelope(1, first[1], b"once"))]
+    delivered = await node.until("user:idem", durable(2, first[1], b"twice"))
+    assert delivered == [("user:idem", durable(1, first[1], b"once"))]
     read = await node.engine.read_history("user:idem", None, 10)
     assert read.messages == [HistoryMessage(1, b"once"), HistoryMessage(2, b"twice")]
     # A pushhub publish with the key redis-cli used answers the same first position.
@@ -199,10 +200,9 @@ async def test_raw_publish_on_a_durable_channel_reaches_subscribers_without_an_o
 
     assert redis_server.cli("PUBLISH", "user:raw", "raw").strip() == "1"
 
-    assert await node.next() == ("user:raw", message_envelope(1, position.epoch, b"durable"))
+    assert await node.next() == ("user:raw", durable(1, position.epoch, b"durable"))
     channel, payload = await node.next()
-    assert (channel, payload) == ("user:raw", b"raw")
-    assert not payload.startswith(ENVELOPE)
+    assert (channel, payload) == ("user:raw", b"raw")  # a plain message: no position
     read = await node.engine.read_history("user:raw", None, 10)
     assert read.messages == [HistoryMessage(1, b"durable")]
 
@@ -277,9 +277,9 @@ async def test_nodes_keep_their_own_key_prefix_whichever_library_was_loaded_last
     first = RedisEngine(redis_url, node_id="prefix-a", key_prefix="alpha:", rules=rules)
     second = RedisEngine(redis_url, node_id="prefix-b", key_prefix="beta:", rules=rules)
     try:
-        await first.start(lambda channel, payload: None)
+        await first.start(Ignore())
         await first.check()
-        await second.start(lambda channel, payload: None)  # loads its library last
+        await second.start(Ignore())  # loads its library last
         await second.check()
 
         position = await first.publish_durable("user:1", b"1")

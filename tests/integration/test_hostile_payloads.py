@@ -141,6 +141,22 @@ async def test_raw_publish_nested_beyond_the_limit_reaches_every_node_as_its_tex
     await _still_delivering(redis_server, nodes, subscribers, "order:updates")
 
 
+async def test_a_raw_publish_posing_as_an_envelope_is_dropped_and_counted_on_every_node(
+    redis_server: RedisServer, nodes: tuple[PushhubNode, PushhubNode]
+) -> None:
+    """A payload that starts with pushhub's envelope byte but is not an envelope pushhub
+    writes is dropped by the engine, counted in ``engine_dropped``, and nothing else
+    changes."""
+    subscribers = await _subscribers(nodes, "order:forged")
+    before = [(await _stats(node))["engine_dropped"] for node in nodes]
+
+    assert redis_server.cli("PUBLISH", "order:forged", '\x1e{"t":"join","m":5}').strip() == "2"
+
+    await _still_delivering(redis_server, nodes, subscribers, "order:forged")
+    after = [(await _stats(node))["engine_dropped"] for node in nodes]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1]
+
+
 async def test_raw_publish_at_exactly_max_json_depth_is_delivered_as_json(
     redis_server: RedisServer, nodes: tuple[PushhubNode, PushhubNode]
 ) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import orjson
 import pytest
 
 from pushhub.channels import ChannelOptions, ChannelRule, ChannelRules
@@ -17,7 +16,8 @@ from pushhub.config import Settings
 from pushhub.engine.base import PresenceCount, PresenceEntry, PresenceMember
 from pushhub.engine.memory import MemoryBroker, MemoryEngine
 from pushhub.presence import PresenceManager
-from pushhub.protocol import ENVELOPE, event_from_envelope, member_key
+from pushhub.protocol import member_key
+from tests.engine_events import Ignore, Join, Leave, presence_frame
 
 SETTINGS = Settings()  # presence_ttl 15 s, presence_heartbeat 5 s, node_lease_ttl 5 s
 CHANNEL = "room:1"
@@ -42,17 +42,23 @@ class Clock:
         return int(self.now * 1000)
 
 
-class Events:
-    """Presence events delivered to a subscribed engine; memory delivers synchronously."""
+class Events(Ignore):
+    """Presence events delivered to a subscribed engine, as the frames a node sends for
+    them; memory delivers synchronously."""
 
     def __init__(self) -> None:
         self.seen: list[dict[str, Any]] = []
 
-    def __call__(self, channel: str, payload: bytes) -> None:
-        if payload.startswith(ENVELOPE):
-            frame = event_from_envelope(channel, payload)
-            assert frame is not None
-            self.seen.append(orjson.loads(frame))
+    def on_join(self, channel: str, member: str, info: bytes | None) -> None:
+        self._record(channel, Join(member, info))
+
+    def on_leave(self, channel: str, member: str) -> None:
+        self._record(channel, Leave(member))
+
+    def _record(self, channel: str, event: Join | Leave) -> None:
+        frame = presence_frame(channel, event)
+        assert frame is not None
+        self.seen.append(frame)
 
     def take(self, channel: str = CHANNEL) -> list[dict[str, Any]]:
         """The events on ``channel`` since the last take (events elsewhere are dropped)."""
@@ -84,7 +90,7 @@ async def start_engine(broker: MemoryBroker) -> AsyncIterator[StartEngine]:
 
     async def start() -> MemoryEngine:
         engine = MemoryEngine(broker)
-        await engine.start(lambda channel, payload: None)
+        await engine.start(Ignore())
         started.append(engine)
         return engine
 

@@ -2,7 +2,7 @@
 
 ``node.can_recover`` decides whether a history read closes a client's gap exactly (all
 of it, or nothing is replayed); the protocol functions parse ``since``, ``publish`` and
-``history`` and build the frames and the envelope that carry offsets and epochs.
+``history`` and build the frames that carry offsets and epochs.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from pushhub import protocol
 from pushhub.engine.base import HistoryMessage, HistoryRead
 from pushhub.errors import ErrorCode, ProtocolError
 from pushhub.protocol import (
-    ENVELOPE,
     PRESENCE_PAGE_DEFAULT,
     History,
     Publish,
@@ -277,54 +276,6 @@ def test_a_bad_history_command_is_refused_as_bad_request(fields: dict[str, Any])
     err = refusal(frame(type="history", channel="user:1", id=2, **fields))
 
     assert (err.code, err.request_id) == (ErrorCode.BAD_REQUEST, 2)
-
-
-# -- the durable message envelope ---------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "payload",
-    [
-        pytest.param(b'{"text":"hi"}', id="json"),
-        pytest.param(b"", id="empty"),
-        pytest.param(b"line one\nline two\r\n\n", id="newlines"),
-        pytest.param(b'\x1e\x1e{"t":"msg","o":99}\n\x1e', id="0x1e-and-a-fake-header"),
-        pytest.param(b"\xff\x00\x80 not utf-8", id="not-utf8"),
-        pytest.param(bytes(range(256)) * 240, id="60KiB"),
-    ],
-)
-def test_message_envelope_parses_back_into_its_header_and_the_payload_unchanged(
-    payload: bytes,
-) -> None:
-    envelope = protocol.message_envelope(42, EPOCH, payload)
-
-    assert envelope.startswith(ENVELOPE)
-    assert protocol.parse_envelope(envelope) == ({"t": "msg", "o": 42, "e": EPOCH}, payload)
-
-
-def test_message_envelope_header_is_what_the_redis_function_writes() -> None:
-    # durable.lua builds the same bytes by concatenation; the two must not drift apart.
-    assert protocol.message_envelope(7, "abc", b"x") == b'\x1e{"t":"msg","o":7,"e":"abc"}\nx'
-
-
-def test_an_epoch_needing_json_escapes_survives_the_envelope() -> None:
-    envelope = protocol.message_envelope(1, 'a"b\\c\n', b"data")
-
-    assert protocol.parse_envelope(envelope) == ({"t": "msg", "o": 1, "e": 'a"b\\c\n'}, b"data")
-
-
-def test_a_presence_envelope_has_a_header_and_no_payload() -> None:
-    parsed = protocol.parse_envelope(protocol.leave_envelope("u:alice"))
-
-    assert parsed == ({"t": "leave", "m": "u:alice"}, None)
-
-
-@pytest.mark.parametrize(
-    "raw",
-    [b"\x1enot json\npayload", b"\x1e[1,2]\npayload", b"\x1e", b"\x1e\n"],
-)
-def test_an_envelope_with_an_unreadable_header_parses_to_none(raw: bytes) -> None:
-    assert protocol.parse_envelope(raw) is None
 
 
 # -- server frames ------------------------------------------------------------------------

@@ -8,7 +8,7 @@
 -- A script runs atomically, so "first connection joins" and "last connection leaves"
 -- are decided once, even when several nodes change the same member at the same time.
 -- Presence events are published on the channel itself, as an envelope starting with
--- the byte 0x1E (see pushhub/protocol.py).
+-- the byte 0x1E (read back by pushhub/engine/envelope.py).
 
 local conns, conninfo, members, counts, info = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 
