@@ -1,4 +1,5 @@
-"""Real processes for tests: redis-server, pushhub nodes, WebSocket clients.
+"""What tests share: real processes (redis-server, pushhub nodes, WebSocket clients) and
+a clock the test moves.
 
 Everything listens on 127.0.0.1 and free ports; every wait is bounded.
 """
@@ -25,6 +26,23 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class Clock:
+    """Seconds, moved only by the test: the ``clock`` a unit under test takes."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    @property
+    def ms(self) -> int:
+        return int(self.now * 1000)
 
 
 def free_port() -> int:
