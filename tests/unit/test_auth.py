@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,9 @@ OTHER_SECRET = "unit-auth-other-" + "fedcba9876543210" * 4
 
 
 def body(sub: Any = "alice", ttl: float = 300, **extra: Any) -> dict[str, Any]:
-    """Claims with ``sub`` and ``exp``; ``extra`` adds claims, None removes one."""
+    """Claims with ``sub`` and ``exp`` (``ttl`` seconds from now); ``extra`` adds claims,
+    None removes one. Parameters make claims inside the test (a lambda), never at import:
+    a token made at collection may have expired by the time the test runs."""
     claims: dict[str, Any] = {"sub": sub, "exp": int(time.time() + ttl), **extra}
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -198,13 +201,13 @@ def test_a_token_not_yet_valid_is_refused_unless_within_the_leeway() -> None:
 @pytest.mark.parametrize(
     ("claims", "expected"),
     [
-        (body(sub=None), "invalid token"),
-        (body(sub=""), "token 'sub' must be a string of 1-128 characters"),
-        (body(sub=42), "invalid token"),  # PyJWT checks that sub is a string
-        (body(sub="u" * 129), "token 'sub' must be a string of 1-128 characters"),
-        ({"sub": "alice"}, "invalid token"),  # no exp
-        (body(exp=time.time() + 300), "token 'exp' must be an integer below 2^53"),
-        (body(exp=2**53), "token 'exp' must be an integer below 2^53"),
+        (lambda: body(sub=None), "invalid token"),
+        (lambda: body(sub=""), "token 'sub' must be a string of 1-128 characters"),
+        (lambda: body(sub=42), "invalid token"),  # PyJWT checks that sub is a string
+        (lambda: body(sub="u" * 129), "token 'sub' must be a string of 1-128 characters"),
+        (lambda: {"sub": "alice"}, "invalid token"),  # no exp
+        (lambda: body(exp=time.time() + 300), "token 'exp' must be an integer below 2^53"),
+        (lambda: body(exp=2**53), "token 'exp' must be an integer below 2^53"),
     ],
     ids=[
         "no-sub",
@@ -217,9 +220,9 @@ def test_a_token_not_yet_valid_is_refused_unless_within_the_leeway() -> None:
     ],
 )
 def test_sub_and_exp_are_required_and_checked(
-    verifier: TokenVerifier, claims: dict[str, Any], expected: str
+    verifier: TokenVerifier, claims: Callable[[], dict[str, Any]], expected: str
 ) -> None:
-    assert unauthorized(verifier.connection, hs(claims)).startswith(expected)
+    assert unauthorized(verifier.connection, hs(claims())).startswith(expected)
 
 
 def test_a_user_id_of_128_characters_is_accepted(verifier: TokenVerifier) -> None:
@@ -433,17 +436,19 @@ def test_a_subscription_token_for_this_user_and_channel_gives_its_expiry(
 @pytest.mark.parametrize(
     ("claims", "user", "expected"),
     [
-        (body(channel="private:2"), "alice", "subscription token is for another channel"),
-        (body(channel="private:1"), "bob", "subscription token is for another user"),
-        (body(channel="private:1"), None, "subscription token is for another user"),
-        (body(), "alice", "invalid token"),  # no channel claim: a connection token
+        (lambda: body(channel="private:2"), "alice", "subscription token is for another channel"),
+        (lambda: body(channel="private:1"), "bob", "subscription token is for another user"),
+        (lambda: body(channel="private:1"), None, "subscription token is for another user"),
+        (lambda: body(), "alice", "invalid token"),  # no channel claim: a connection token
     ],
     ids=["other-channel", "other-user", "anonymous", "connection-token"],
 )
 def test_a_subscription_token_grants_one_channel_to_one_user(
-    verifier: TokenVerifier, claims: dict[str, Any], user: str | None, expected: str
+    verifier: TokenVerifier, claims: Callable[[], dict[str, Any]], user: str | None, expected: str
 ) -> None:
-    assert unauthorized(verifier.subscription, hs(claims), user, "private:1").startswith(expected)
+    token = hs(claims())
+
+    assert unauthorized(verifier.subscription, token, user, "private:1").startswith(expected)
 
 
 def test_an_expired_subscription_token_is_refused_as_expired(verifier: TokenVerifier) -> None:
