@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import Client, PushhubNode, RedisServer
+from tests.support import Client, Engines, PushhubNode, RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +22,15 @@ def redis_server() -> Iterator[RedisServer]:
 def redis_url(redis_server: RedisServer) -> str:
     redis_server.cli("FLUSHALL")
     return redis_server.url
+
+
+@pytest.fixture
+async def engines() -> AsyncIterator[Engines]:
+    """Start in-process engines; every one is closed after the test, last started first."""
+    engines = Engines()
+    yield engines
+    for engine in reversed(engines.started):
+        await engine.close()
 
 
 @pytest.fixture
@@ -47,3 +56,20 @@ async def _close_clients() -> AsyncIterator[None]:
     yield
     opened, Client.opened[:] = list(Client.opened), []
     await asyncio.gather(*(c.ws.close() for c in opened), return_exceptions=True)
+
+
+@pytest.fixture
+def redis_node(redis_url: str, node_factory: Callable[..., PushhubNode]) -> PushhubNode:
+    """One pushhub node with the default settings on the session's (flushed) Redis."""
+    node: PushhubNode = node_factory(redis_url)
+    return node
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A started redis-server of the test's own, for tests that stop and restart Redis
+    under their nodes; stopped after the test (the nodes first)."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()

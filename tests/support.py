@@ -1,5 +1,5 @@
-"""What tests share: real processes (redis-server, pushhub nodes, WebSocket clients) and
-a clock the test moves.
+"""What tests share: real processes (redis-server, pushhub nodes, WebSocket clients), a
+clock the test moves, and a recording transport for in-process connections.
 
 Everything listens on 127.0.0.1 and free ports; every wait is bounded.
 """
@@ -17,13 +17,16 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
+
+from pushhub.connection import Connection
+from pushhub.engine.base import Engine, MessageHandler
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +46,95 @@ class Clock:
     @property
     def ms(self) -> int:
         return int(self.now * 1000)
+
+
+class RecordingSender:
+    """A connection's transport in process (``pushhub.connection.Sender``): records every
+    frame and close, and can hold the writer mid-send.
+
+    Each ``send_text`` is recorded when it starts (``attempted``) and when it completes
+    (``sent``). With the gate closed, sends wait for the test to open it; with the close
+    gate closed, the close frame never gets through (a peer that stopped reading).
+    """
+
+    def __init__(self, *, open_gate: bool = True) -> None:
+        self.gate = asyncio.Event()
+        if open_gate:
+            self.gate.set()
+        self.attempted: list[str] = []
+        self.sent: list[str] = []
+        self.closes: list[tuple[int, str]] = []
+        self.close_called = asyncio.Event()
+        self.close_gate = asyncio.Event()
+        self.close_gate.set()
+        self.aborted = 0
+        self._progress = asyncio.Condition()
+        self._read = 0
+
+    async def send_text(self, text: str) -> None:
+        async with self._progress:
+            self.attempted.append(text)
+            self._progress.notify_all()
+        await self.gate.wait()
+        async with self._progress:
+            self.sent.append(text)
+            self._progress.notify_all()
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closes.append((code, reason))
+        self.close_called.set()
+        await self.close_gate.wait()
+
+    def abort(self) -> None:
+        self.aborted += 1
+
+    async def wait_attempted(self, count: int, timeout: float = 2) -> None:
+        """Wait until the writer has started ``count`` sends."""
+        async with asyncio.timeout(timeout), self._progress:
+            await self._progress.wait_for(lambda: len(self.attempted) >= count)
+
+    async def wait_sent(self, count: int, timeout: float = 2) -> None:
+        """Wait until ``count`` sends have completed."""
+        async with asyncio.timeout(timeout), self._progress:
+            await self._progress.wait_for(lambda: len(self.sent) >= count)
+
+    async def next_frame(self, timeout: float = 2) -> str:
+        """The next sent frame this method has not returned yet, waiting for it."""
+        await self.wait_sent(self._read + 1, timeout)
+        self._read += 1
+        return self.sent[self._read - 1]
+
+    def unread(self) -> list[str]:
+        """Sent frames ``next_frame`` has not returned yet."""
+        return self.sent[self._read :]
+
+    def lines(self) -> list[str]:
+        """What the client got, with coalesced text frames split back apart."""
+        return [line for text in self.sent for line in text.split("\n")]
+
+    def events(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.lines()]
+
+
+E = TypeVar("E", bound=Engine)
+
+
+class Engines:
+    """Starts engines (memory or Redis) for a test; the ``engines`` fixture closes every
+    one it started after the test."""
+
+    def __init__(self) -> None:
+        self.started: list[Engine] = []
+
+    async def start(self, engine: E, handler: MessageHandler | None = None) -> E:
+        """Start ``engine`` with ``handler`` for what it receives (by default, nothing)."""
+        await engine.start(handler or (lambda channel, payload: None))
+        self.started.append(engine)
+        return engine
+
+
+#: Makes a started connection on a RecordingSender (tests/unit/conftest.py's ``connect``).
+Connect = Callable[..., tuple[Connection, RecordingSender]]
 
 
 def free_port() -> int:
@@ -122,8 +214,9 @@ class PushhubNode:
         redis_url: str | None = None,
         env: Mapping[str, str] | None = None,
         args: list[str] | None = None,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.redis_url = redis_url
         self.extra_env = dict(env or {})
         self.extra_args = list(args or [])
@@ -264,6 +357,25 @@ class Client:
         assert reply["type"] == "subscribed", reply
         return reply
 
+    async def recover(
+        self, channel: str, since: dict[str, Any] | None = None, timeout: float = 30
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Subscribe to a durable channel, with ``since`` to recover from a position: the
+        replayed messages, in order, and the ``subscribed`` reply. Anything else before
+        the reply fails the test."""
+        frame: dict[str, Any] = {"type": "subscribe", "channel": channel, "id": 99}
+        if since is not None:
+            frame["since"] = since
+        await self.send(frame)
+        replayed: list[dict[str, Any]] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                event = await self.recv()
+                if event["type"] == "subscribed" and event.get("id") == 99:
+                    return replayed, event
+                assert event["type"] == "message", event
+                replayed.append(event)
+
     async def closed_code(self, timeout: float = 10) -> int | None:
         """Read until the server closes; return the close code."""
         with contextlib.suppress(Exception):
@@ -272,6 +384,17 @@ class Client:
                     pass
         assert self.ws.close_code is not None, "the server did not close the connection"
         return self.ws.close_code
+
+
+async def stalled_client(node: PushhubNode, query: str = "") -> tuple[Client, int]:
+    """A client whose socket takes in almost nothing once it stops reading (it reads only
+    when the test calls recv), and its local port."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", node.port))
+    port: int = sock.getsockname()[1]
+    client = await Client.connect(node.ws_url + query, sock=sock, max_queue=1)
+    return client, port
 
 
 async def publish_http(

@@ -56,13 +56,6 @@ def deep_object(depth: int) -> str:
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "pushhub.toml"
-    path.write_text(CONFIG)
-    return path
-
-
-@pytest.fixture
 async def nodes(
     redis_url: str, node_factory: Callable[..., PushhubNode], config: Path
 ) -> tuple[PushhubNode, PushhubNode]:
