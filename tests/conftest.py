@@ -6,7 +6,23 @@ from typing import Any
 
 import pytest
 
-from tests.support import Client, Engines, PushhubNode, RedisServer
+from tests.support import ROOT, Client, Engines, NodeGroup, PushhubNode, RedisServer
+
+#: Packages that run whole on one pytest-xdist worker, in collection order (see below).
+WHOLE_PACKAGES = ("browser", "security")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for ``pytest -n N --dist loadgroup`` (./dev.sh test): each module's tests
+    run on one worker, so its module-scoped nodes start once; tests/security runs whole
+    on one worker, so its last module reads the log of every node the suite started;
+    tests/browser too, so one Chromium serves it. Without xdist the marks do nothing."""
+    tests = ROOT / "tests"
+    for item in items:
+        parts = item.path.relative_to(tests).parts
+        group = parts[0] if parts[0] in WHOLE_PACKAGES else "/".join(parts)
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +47,15 @@ async def engines() -> AsyncIterator[Engines]:
     yield engines
     for engine in reversed(engines.started):
         await engine.close()
+
+
+@pytest.fixture(scope="module")
+def module_nodes(redis_server: RedisServer) -> Iterator[NodeGroup]:
+    """Nodes shared by a module's tests, on the session's Redis (not flushed: their tests
+    use channels of their own); stopped at the module's end."""
+    group = NodeGroup(redis_server.url)
+    yield group
+    group.stop_all()
 
 
 @pytest.fixture

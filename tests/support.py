@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -281,6 +282,27 @@ class PushhubNode:
         code = self.proc.returncode
         self.proc = None
         return code
+
+
+class NodeGroup:
+    """Nodes shared by the tests of one module (a module-scoped fixture owns the group),
+    on one Redis, started concurrently; ``stop_all`` at the module's end."""
+
+    def __init__(self, redis_url: str | None) -> None:
+        self.redis_url = redis_url
+        self.nodes: list[PushhubNode] = []
+
+    def start(self, *envs: Mapping[str, str], args: list[str] | None = None) -> list[PushhubNode]:
+        """One node per environment, each with ``args``, started side by side."""
+        made = [PushhubNode(self.redis_url, env=env, args=args) for env in envs]
+        self.nodes += made
+        with ThreadPoolExecutor(len(made)) as pool:
+            list(pool.map(lambda node: node.start(), made))
+        return made
+
+    def stop_all(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
 
 class Client:

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture
-def config(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def config(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The test module's ``CONFIG`` (pushhub.toml text) written to a file, for
     ``--config`` or ``PUSHHUB_CONFIG``."""
     text = getattr(request.module, "CONFIG", None)
     assert isinstance(text, str), f"{request.module.__name__} defines no CONFIG to write"
-    path = tmp_path / "pushhub.toml"
+    path = tmp_path_factory.mktemp("config") / "pushhub.toml"
     path.write_text(text)
     return path
