@@ -80,13 +80,14 @@ case "$cmd" in
         say "ruff format --check"; "$VENV/bin/ruff" format --check .
         say "ruff check"; "$VENV/bin/ruff" check .
         say "mypy --strict"; "$VENV/bin/mypy"
-        # Branch coverage of pushhub, the node processes the tests start included (see
-        # [tool.coverage] in pyproject.toml). The fail_under ratchet holds for the whole
-        # suite; a run given arguments (some tests) reports coverage without it.
-        # `--no-cov` turns measuring off.
-        cov=(--cov --cov-report=term:skip-covered)
-        [ $# -gt 0 ] && cov+=(--cov-fail-under=0)
-        say "pytest"; exec "$VENV/bin/pytest" "${cov[@]}" "$@"
+        # Two pytest-xdist workers (one a core; tests/conftest.py keeps each module, and
+        # tests/security and tests/browser whole, on one worker; `-n 0`: one process). Branch coverage of pushhub, the node processes the tests start
+        # included (see [tool.coverage] in pyproject.toml). The fail_under ratchet holds
+        # for the whole suite; a run given arguments (some tests) reports coverage
+        # without it. `--no-cov` turns measuring off.
+        opts=(-n 2 --dist loadscope --cov --cov-report=term:skip-covered)
+        [ $# -gt 0 ] && opts+=(--cov-fail-under=0)
+        say "pytest"; exec "$VENV/bin/pytest" "${opts[@]}" "$@"
         ;;
     *)
         echo "usage: ./dev.sh serve [pushhub serve options] | ./dev.sh test [pytest options]" >&2
