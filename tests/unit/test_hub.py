@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 
-from pushhub.connection import ConnectionState
+from pushhub.connection import Connection, ConnectionState
 from pushhub.errors import CloseCode
 from pushhub.hub import Hub
-from tests.support import Connect
+from tests.support import Connect, RecordingSender
+
+
+@pytest.fixture
+def connect(connect: Connect) -> Iterator[Connect]:
+    """The suite's ``connect``; afterwards, no socket was aborted: a hub test never
+    aborts one."""
+    senders: list[RecordingSender] = []
+
+    def make(**kwargs: Any) -> tuple[Connection, RecordingSender]:
+        conn, sender = connect(**kwargs)
+        senders.append(sender)
+        return conn, sender
+
+    yield make
+    assert [s.aborted for s in senders] == [0] * len(senders)
 
 
 async def test_first_subscriber_of_a_channel_is_reported_as_first(
