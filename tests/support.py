@@ -1,4 +1,5 @@
-"""Real processes for tests: redis-server, pushhub nodes, WebSocket clients.
+"""What tests share: real processes (redis-server, pushhub nodes, WebSocket clients), a
+clock the test moves, and a recording transport for in-process connections.
 
 Everything listens on 127.0.0.1 and free ports; every wait is bounded.
 """
@@ -16,15 +17,126 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
+from pushhub.connection import Connection
+from pushhub.engine.base import Engine, EngineEvents
+from tests.engine_events import Ignore
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class Clock:
+    """Seconds, moved only by the test: the ``clock`` a unit under test takes."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    @property
+    def ms(self) -> int:
+        return int(self.now * 1000)
+
+
+class RecordingSender:
+    """A connection's transport in process (``pushhub.connection.Sender``): records every
+    frame and close, and can hold the writer mid-send.
+
+    Each ``send_text`` is recorded when it starts (``attempted``) and when it completes
+    (``sent``). With the gate closed, sends wait for the test to open it; with the close
+    gate closed, the close frame never gets through (a peer that stopped reading).
+    """
+
+    def __init__(self, *, open_gate: bool = True) -> None:
+        self.gate = asyncio.Event()
+        if open_gate:
+            self.gate.set()
+        self.attempted: list[str] = []
+        self.sent: list[str] = []
+        self.closes: list[tuple[int, str]] = []
+        self.close_called = asyncio.Event()
+        self.close_gate = asyncio.Event()
+        self.close_gate.set()
+        self.aborted = 0
+        self._progress = asyncio.Condition()
+        self._read = 0
+
+    async def send_text(self, text: str) -> None:
+        async with self._progress:
+            self.attempted.append(text)
+            self._progress.notify_all()
+        await self.gate.wait()
+        async with self._progress:
+            self.sent.append(text)
+            self._progress.notify_all()
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closes.append((code, reason))
+        self.close_called.set()
+        await self.close_gate.wait()
+
+    def abort(self) -> None:
+        self.aborted += 1
+
+    async def wait_attempted(self, count: int, timeout: float = 2) -> None:
+        """Wait until the writer has started ``count`` sends."""
+        async with asyncio.timeout(timeout), self._progress:
+            await self._progress.wait_for(lambda: len(self.attempted) >= count)
+
+    async def wait_sent(self, count: int, timeout: float = 2) -> None:
+        """Wait until ``count`` sends have completed."""
+        async with asyncio.timeout(timeout), self._progress:
+            await self._progress.wait_for(lambda: len(self.sent) >= count)
+
+    async def next_frame(self, timeout: float = 2) -> str:
+        """The next sent frame this method has not returned yet, waiting for it."""
+        await self.wait_sent(self._read + 1, timeout)
+        self._read += 1
+        return self.sent[self._read - 1]
+
+    def unread(self) -> list[str]:
+        """Sent frames ``next_frame`` has not returned yet."""
+        return self.sent[self._read :]
+
+    def lines(self) -> list[str]:
+        """What the client got, with coalesced text frames split back apart."""
+        return [line for text in self.sent for line in text.split("\n")]
+
+    def events(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.lines()]
+
+
+E = TypeVar("E", bound=Engine)
+
+
+class Engines:
+    """Starts engines (memory or Redis) for a test; the ``engines`` fixture closes every
+    one it started after the test."""
+
+    def __init__(self) -> None:
+        self.started: list[Engine] = []
+
+    async def start(self, engine: E, events: EngineEvents | None = None) -> E:
+        """Start ``engine`` handing what it receives to ``events`` (by default, nothing)."""
+        await engine.start(events or Ignore())
+        self.started.append(engine)
+        return engine
+
+
+#: Makes a started connection on a RecordingSender (tests/unit/conftest.py's ``connect``).
+Connect = Callable[..., tuple[Connection, RecordingSender]]
 
 
 def free_port() -> int:
@@ -104,8 +216,9 @@ class PushhubNode:
         redis_url: str | None = None,
         env: Mapping[str, str] | None = None,
         args: list[str] | None = None,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.redis_url = redis_url
         self.extra_env = dict(env or {})
         self.extra_args = list(args or [])
@@ -170,6 +283,27 @@ class PushhubNode:
         code = self.proc.returncode
         self.proc = None
         return code
+
+
+class NodeGroup:
+    """Nodes shared by the tests of one module (a module-scoped fixture owns the group),
+    on one Redis, started concurrently; ``stop_all`` at the module's end."""
+
+    def __init__(self, redis_url: str | None) -> None:
+        self.redis_url = redis_url
+        self.nodes: list[PushhubNode] = []
+
+    def start(self, *envs: Mapping[str, str], args: list[str] | None = None) -> list[PushhubNode]:
+        """One node per environment, each with ``args``, started side by side."""
+        made = [PushhubNode(self.redis_url, env=env, args=args) for env in envs]
+        self.nodes += made
+        with ThreadPoolExecutor(len(made)) as pool:
+            list(pool.map(lambda node: node.start(), made))
+        return made
+
+    def stop_all(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
 
 class Client:
@@ -246,6 +380,25 @@ class Client:
         assert reply["type"] == "subscribed", reply
         return reply
 
+    async def recover(
+        self, channel: str, since: dict[str, Any] | None = None, timeout: float = 30
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Subscribe to a durable channel, with ``since`` to recover from a position: the
+        replayed messages, in order, and the ``subscribed`` reply. Anything else before
+        the reply fails the test."""
+        frame: dict[str, Any] = {"type": "subscribe", "channel": channel, "id": 99}
+        if since is not None:
+            frame["since"] = since
+        await self.send(frame)
+        replayed: list[dict[str, Any]] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                event = await self.recv()
+                if event["type"] == "subscribed" and event.get("id") == 99:
+                    return replayed, event
+                assert event["type"] == "message", event
+                replayed.append(event)
+
     async def closed_code(self, timeout: float = 10) -> int | None:
         """Read until the server closes; return the close code."""
         with contextlib.suppress(Exception):
@@ -254,6 +407,17 @@ class Client:
                     pass
         assert self.ws.close_code is not None, "the server did not close the connection"
         return self.ws.close_code
+
+
+async def stalled_client(node: PushhubNode, query: str = "") -> tuple[Client, int]:
+    """A client whose socket takes in almost nothing once it stops reading (it reads only
+    when the test calls recv), and its local port."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", node.port))
+    port: int = sock.getsockname()[1]
+    client = await Client.connect(node.ws_url + query, sock=sock, max_queue=1)
+    return client, port
 
 
 async def publish_http(

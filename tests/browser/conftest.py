@@ -160,19 +160,17 @@ def open_harness(open_tab: Callable[..., Tab]) -> Callable[[PushhubNode], Tab]:
 
 
 @pytest.fixture
-def start_again() -> Iterator[Callable[[PushhubNode], PushhubNode]]:
+def start_again(
+    node_factory: Callable[..., PushhubNode],
+) -> Callable[[PushhubNode], PushhubNode]:
     """Start a new node process on a stopped node's port, with the same Redis, environment
     and arguments: a restart as a deploy does it. New nodes are stopped after the test."""
-    started: list[PushhubNode] = []
 
     def start(node: PushhubNode) -> PushhubNode:
         assert node.proc is None, "stop the node first"
-        new = PushhubNode(node.redis_url, env=node.extra_env, args=node.extra_args)
-        new.port = node.port
-        started.append(new)
-        new.start()
+        new: PushhubNode = node_factory(
+            node.redis_url, env=node.extra_env, args=node.extra_args, port=node.port
+        )
         return new
 
-    yield start
-    for node in started:
-        node.stop()
+    return start

@@ -45,13 +45,11 @@ def _publish_http(node: PushhubNode, channel: str, data: Any) -> dict[str, Any]:
 
 
 def test_a_page_receives_messages_published_with_redis_cli_and_over_http(
+    redis_node: PushhubNode,
     redis_server: RedisServer,
-    redis_url: str,
-    node_factory: Callable[..., PushhubNode],
     open_harness: Callable[[PushhubNode], Tab],
 ) -> None:
-    node = node_factory(redis_url)
-    tab = open_harness(node)
+    tab = open_harness(redis_node)
     tab.js("harness.start({})")
     tab.js("harness.subscribe('order:updates')")
     tab.wait_log("subscribed", channel="order:updates")
@@ -59,7 +57,7 @@ def test_a_page_receives_messages_published_with_redis_cli_and_over_http(
     published = redis_server.cli("PUBLISH", "order:updates", '{"orderId":"123","status":"shipped"}')
     assert published.strip() == "1"
     tab.wait_log("message", channel="order:updates")
-    _publish_http(node, "order:updates", {"orderId": "124", "status": "packed"})
+    _publish_http(redis_node, "order:updates", {"orderId": "124", "status": "packed"})
     tab.wait_log("message", 2, channel="order:updates")
 
     assert [m["data"] for m in _messages(tab, "order:updates")] == [
@@ -125,18 +123,16 @@ def test_after_a_server_restart_the_page_reconnects_resubscribes_and_recovers_wh
 
 
 def test_a_second_page_joining_and_leaving_updates_the_first_pages_presence_list(
-    redis_url: str,
-    node_factory: Callable[..., PushhubNode],
+    redis_node: PushhubNode,
     open_harness: Callable[[PushhubNode], Tab],
 ) -> None:
-    node = node_factory(redis_url)
-    first = open_harness(node)
+    first = open_harness(redis_node)
     first.js("harness.start({user: 'alice', info: {name: 'Alice'}})")
     first.js("harness.subscribe('room:1')")
     first.wait_log("presence", channel="room:1")
     assert first.js("harness.members('room:1')") == ["alice"]
 
-    second = open_harness(node)
+    second = open_harness(redis_node)
     second.js("harness.start({user: 'bob'})")
     second.js("harness.subscribe('room:1')")
     first.wait_log("join", channel="room:1", user="bob")
@@ -183,13 +179,11 @@ def test_a_server_that_stops_sending_pings_is_left_and_reconnected_to(
 
 
 def test_the_client_waits_while_the_browser_is_offline_and_reconnects_when_it_is_online(
-    redis_url: str,
-    node_factory: Callable[..., PushhubNode],
+    redis_node: PushhubNode,
     open_harness: Callable[[PushhubNode], Tab],
     chromium: BrowserContext,
 ) -> None:
-    node = node_factory(redis_url)
-    tab = open_harness(node)
+    tab = open_harness(redis_node)
     tab.js("options => harness.start(options)", FAST)
     tab.js("harness.subscribe('order:updates')")
     tab.wait_log("subscribed", channel="order:updates")
@@ -205,6 +199,6 @@ def test_the_client_waits_while_the_browser_is_offline_and_reconnects_when_it_is
         chromium.set_offline(False)
     tab.wait_log("online")
     tab.wait_log("subscribed", channel="order:updates", resubscribed=True)
-    _publish_http(node, "order:updates", "online again")
+    _publish_http(redis_node, "order:updates", "online again")
     tab.wait_log("message", channel="order:updates")
     assert tab.page_errors == []

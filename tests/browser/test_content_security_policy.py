@@ -45,13 +45,11 @@ def csp_console_errors(tab: Tab) -> list[str]:
 
 
 def test_the_dashboard_works_without_a_policy_violation_and_injected_code_is_refused(
+    redis_node: PushhubNode,
     redis_server: RedisServer,
-    redis_url: str,
-    node_factory: Callable[..., PushhubNode],
     open_tab: Callable[..., Tab],
 ) -> None:
-    node = node_factory(redis_url)
-    tab = open_recording(open_tab, node.http + "/")
+    tab = open_recording(open_tab, redis_node.http + "/")
     page = tab.page
     page.select_option("#interval", "500")
 
@@ -93,13 +91,11 @@ def test_the_dashboard_works_without_a_policy_violation_and_injected_code_is_ref
 
 
 def test_the_order_board_runs_its_inline_script_and_style_under_the_policy(
+    redis_node: PushhubNode,
     redis_server: RedisServer,
-    redis_url: str,
-    node_factory: Callable[..., PushhubNode],
     open_tab: Callable[..., Tab],
 ) -> None:
-    node = node_factory(redis_url)
-    tab = open_recording(open_tab, node.http + "/static/examples/orders.html")
+    tab = open_recording(open_tab, redis_node.http + "/static/examples/orders.html")
     page = tab.page
     page.wait_for_selector("#status[data-state=live]")  # the inline module script ran
     redis_server.cli("PUBLISH", "order:updates", '{"orderId":"7","status":"shipped"}')

@@ -35,13 +35,11 @@ def _text(tab: Tab, selector: str) -> str:
 
 
 def test_the_dashboard_connects_shows_live_counts_and_charts_without_console_errors(
+    redis_node: PushhubNode,
     redis_server: RedisServer,
-    redis_url: str,
-    node_factory: Callable[..., PushhubNode],
     open_tab: Callable[..., Tab],
 ) -> None:
-    node = node_factory(redis_url)
-    tab = open_tab(node.http + "/")
+    tab = open_tab(redis_node.http + "/")
     page = tab.page
     assert page.title() == "pushhub dashboard"
     page.select_option("#interval", "500")
@@ -94,13 +92,11 @@ def test_the_dashboard_connects_shows_live_counts_and_charts_without_console_err
 
 
 def test_the_order_board_updates_when_a_backend_publishes_with_redis_cli(
+    redis_node: PushhubNode,
     redis_server: RedisServer,
-    redis_url: str,
-    node_factory: Callable[..., PushhubNode],
     open_tab: Callable[..., Tab],
 ) -> None:
-    node = node_factory(redis_url)
-    tab = open_tab(node.http + "/static/examples/orders.html")
+    tab = open_tab(redis_node.http + "/static/examples/orders.html")
     tab.page.wait_for_selector("#status[data-state=live]")
 
     redis_server.cli("PUBLISH", "order:updates", '{"orderId":"123","status":"packed"}')
@@ -108,7 +104,7 @@ def test_the_order_board_updates_when_a_backend_publishes_with_redis_cli(
     redis_server.cli("PUBLISH", "order:updates", '{"orderId":"123","status":"shipped"}')
     tab.page.wait_for_selector("tr[data-order='123'] .badge:has-text('shipped')")
     httpx.post(
-        f"{node.http}/api/publish",
+        f"{redis_node.http}/api/publish",
         json={"channel": "order:updates", "data": {"orderId": 124, "status": "delivered"}},
         timeout=5,
     ).raise_for_status()

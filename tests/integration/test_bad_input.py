@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.support import Client, PushhubNode, RedisServer, publish_http
+from tests.support import Client, NodeGroup, PushhubNode, RedisServer, publish_http
 
 
-@pytest.fixture
-def node(redis_url: str, node_factory: Callable[..., PushhubNode]) -> PushhubNode:
-    return node_factory(redis_url, env={"PUSHHUB_MAX_SUBSCRIPTIONS": "3"})
+@pytest.fixture(scope="module")
+def node(module_nodes: NodeGroup) -> PushhubNode:
+    """One node for the module: every test here also shows it carries on after its input."""
+    (started,) = module_nodes.start({"PUSHHUB_MAX_SUBSCRIPTIONS": "3"})
+    return started
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import orjson
-import pytest
 from redis.asyncio import Redis
 
 from tests.support import Client, PushhubNode, RedisServer
@@ -36,13 +35,6 @@ presence = false
 
 #: A reply's message data is at most a quarter of outbound_queue_bytes (1 MiB).
 REPLY_BYTES = 1024 * 1024 // 4
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "pushhub.toml"
-    path.write_text(CONFIG)
-    return path
 
 
 async def _fcall_many(redis_url: str, channel: str, payloads: Sequence[bytes]) -> None:

@@ -7,7 +7,6 @@ import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -35,32 +34,8 @@ presence = false
 """
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "pushhub.toml"
-    path.write_text(CONFIG)
-    return path
-
-
 def _env(config: Path, **extra: str) -> dict[str, str]:
     return {"PUSHHUB_CONFIG": str(config), **extra}
-
-
-async def _subscribe(
-    client: Client, channel: str, since: dict[str, Any] | None = None
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Subscribe (with ``since``, to recover); return the replayed messages and the reply."""
-    frame: dict[str, Any] = {"type": "subscribe", "channel": channel}
-    if since is not None:
-        frame["since"] = since
-    await client.send({**frame, "id": 99})
-    replayed: list[dict[str, Any]] = []
-    while True:
-        event = await client.recv()
-        if event["type"] == "subscribed" and event.get("id") == 99:
-            return replayed, event
-        assert event["type"] == "message", event
-        replayed.append(event)
 
 
 async def test_a_client_that_was_away_recovers_exactly_what_it_missed_from_http_and_fcall(
@@ -72,7 +47,7 @@ async def test_a_client_that_was_away_recovers_exactly_what_it_missed_from_http_
     a = node_factory(redis_url, env=_env(config))
     b = node_factory(redis_url, env=_env(config))
     client = await Client.connect(a.ws_url)
-    _, reply = await _subscribe(client, "user:42")
+    _, reply = await client.recover("user:42")
     assert (reply["offset"], "recovered" in reply) == (0, False)
     await publish_http(b, {"channel": "user:42", "data": {"n": 0}})
     first = await client.recv()
@@ -88,7 +63,7 @@ async def test_a_client_that_was_away_recovers_exactly_what_it_missed_from_http_
         assert out.split()[0] == str(i + 1)
 
     back = await Client.connect(a.ws_url)
-    replayed, reply = await _subscribe(back, "user:42", position)
+    replayed, reply = await back.recover("user:42", position)
 
     assert reply["recovered"] is True
     assert [m["data"]["n"] for m in replayed] == list(range(1, 101))
@@ -108,7 +83,7 @@ async def test_raw_publish_on_a_durable_channel_arrives_without_an_offset(
 ) -> None:
     node = node_factory(redis_url, env=_env(config))
     client = await Client.connect(node.ws_url)
-    await _subscribe(client, "user:7")
+    await client.recover("user:7")
 
     redis_server.cli("PUBLISH", "user:7", '{"raw":true}')
 
@@ -140,7 +115,7 @@ async def test_a_gap_that_cannot_be_closed_honestly_replays_nothing(
         since["offset"] += 1000
 
     client = await Client.connect(node.ws_url)
-    replayed, reply = await _subscribe(client, channel, since)
+    replayed, reply = await client.recover(channel, since)
 
     assert replayed == []
     assert reply["recovered"] is False
@@ -158,8 +133,8 @@ async def test_recovery_within_the_cap_succeeds_at_exactly_the_cap(
         await publish_http(node, {"channel": "user:cap", "data": i + 1})
 
     client = await Client.connect(node.ws_url)
-    replayed, reply = await _subscribe(
-        client, "user:cap", {"offset": start["offset"], "epoch": start["epoch"]}
+    replayed, reply = await client.recover(
+        "user:cap", {"offset": start["offset"], "epoch": start["epoch"]}
     )
 
     assert reply["recovered"] is True
@@ -183,7 +158,7 @@ async def test_publishes_during_a_replay_reach_the_client_exactly_once_in_order(
     publisher = asyncio.create_task(keep_publishing())
     client = await Client.connect(a.ws_url)
     since = {"offset": start["offset"], "epoch": start["epoch"]}
-    replayed, reply = await _subscribe(client, "user:flow", since)
+    replayed, reply = await client.recover("user:flow", since)
     await publisher
     assert reply["recovered"] is True
 
@@ -199,7 +174,7 @@ async def test_four_concurrent_publishers_give_every_subscriber_the_same_order(
     nodes = [node_factory(redis_url, env=_env(config)) for _ in range(2)]
     clients = [await Client.connect(n.ws_url) for n in nodes for _ in range(2)]
     for c in clients:
-        await _subscribe(c, "user:race")
+        await c.recover("user:race")
 
     async def publisher(p: int) -> None:
         async with httpx.AsyncClient(base_url=nodes[p % 2].http, timeout=10) as http:
@@ -235,7 +210,7 @@ async def _resume_until(client: Client, channel: str, until: int, seen: list[int
         elif event["type"] == "unsubscribed" and event.get("reason") == "recover":
             recoveries += 1
             since = {"offset": offset, "epoch": epoch}
-            replayed, reply = await _subscribe(client, channel, since)
+            replayed, reply = await client.recover(channel, since)
             assert reply["recovered"] is True
             for m in replayed:
                 assert m["offset"] == offset + 1, f"gap or duplicate in replay after {offset}"
@@ -253,7 +228,7 @@ async def test_a_killed_pubsub_connection_leads_to_recovery_with_no_gap_and_no_d
     reader = node_factory(redis_url, env=_env(config))
     writer = node_factory(redis_url, env=_env(config))
     client = await Client.connect(reader.ws_url)
-    _, reply = await _subscribe(client, "user:kill")
+    _, reply = await client.recover("user:kill")
     assert reply["offset"] == 0
     seen: list[int] = []
     total = 300
@@ -318,7 +293,7 @@ async def test_idempotent_http_publish_lands_once_and_answers_the_first_result(
 ) -> None:
     node = node_factory(redis_url, env=_env(config))
     client = await Client.connect(node.ws_url)
-    await _subscribe(client, "user:idem")
+    await client.recover("user:idem")
     body = {"channel": "user:idem", "data": "once", "idempotency_key": "order-123-shipped"}
 
     first = (await publish_http(node, body)).json()
@@ -334,7 +309,7 @@ async def test_socket_publish_and_history_obey_the_channel_options(
 ) -> None:
     node = node_factory(redis_url, env=_env(config))
     client = await Client.connect(node.ws_url)
-    await _subscribe(client, "chat:1")
+    await client.recover("chat:1")
 
     published = await client.request({"type": "publish", "channel": "chat:1", "data": {"t": "hi"}})
     message = await client.recv()
@@ -351,24 +326,19 @@ async def test_socket_publish_and_history_obey_the_channel_options(
 
 
 async def test_history_lost_with_redis_gets_a_new_epoch(
-    node_factory: Callable[..., PushhubNode], config: Path
+    own_redis: RedisServer, node_factory: Callable[..., PushhubNode], config: Path
 ) -> None:
-    redis = RedisServer()
-    redis.start()
-    try:
-        node = node_factory(redis.url, env=_env(config))
-        old = (await publish_http(node, {"channel": "user:gone", "data": 1})).json()["results"][0]
-        redis.stop()
-        redis.start()  # no persistence: the stream and the Function are gone
-        node.wait_ready()
+    node = node_factory(own_redis.url, env=_env(config))
+    old = (await publish_http(node, {"channel": "user:gone", "data": 1})).json()["results"][0]
+    own_redis.stop()
+    own_redis.start()  # no persistence: the stream and the Function are gone
+    node.wait_ready()
 
-        again = (await publish_http(node, {"channel": "user:gone", "data": 2})).json()
-        client = await Client.connect(node.ws_url)
-        replayed, reply = await _subscribe(
-            client, "user:gone", {"offset": old["offset"], "epoch": old["epoch"]}
-        )
-    finally:
-        redis.stop()
+    again = (await publish_http(node, {"channel": "user:gone", "data": 2})).json()
+    client = await Client.connect(node.ws_url)
+    replayed, reply = await client.recover(
+        "user:gone", {"offset": old["offset"], "epoch": old["epoch"]}
+    )
 
     assert again["results"][0]["epoch"] != old["epoch"]
     assert again["results"][0]["offset"] == 1

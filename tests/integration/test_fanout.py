@@ -30,10 +30,10 @@ async def test_redis_cli_publish_reaches_subscribers_on_every_node(
 
 
 async def test_payload_that_is_not_json_arrives_as_a_string(
-    redis_server: RedisServer, redis_url: str, node_factory: Callable[..., PushhubNode]
+    redis_node: PushhubNode,
+    redis_server: RedisServer,
 ) -> None:
-    node = node_factory(redis_url)
-    client = await Client.connect(node.ws_url)
+    client = await Client.connect(redis_node.ws_url)
     await client.subscribe("news")
 
     redis_server.cli("PUBLISH", "news", "hello world")
@@ -57,9 +57,9 @@ async def test_http_publish_on_one_node_reaches_a_subscriber_on_another(
 
 
 async def test_http_publish_carries_the_same_payload_as_a_raw_publish(
-    redis_server: RedisServer, redis_url: str, node_factory: Callable[..., PushhubNode]
+    redis_node: PushhubNode,
+    redis_server: RedisServer,
 ) -> None:
-    node = node_factory(redis_url)
     watcher = subprocess.Popen(
         ["redis-cli", "-p", str(redis_server.port), "--raw", "SUBSCRIBE", "order:updates"],
         stdout=subprocess.PIPE,
@@ -73,7 +73,7 @@ async def test_http_publish_carries_the_same_payload_as_a_raw_publish(
             "redis-cli SUBSCRIBE",
         )
         data = {"orderId": "123", "status": "shipped", "tags": ["a", "é"]}
-        resp = await publish_http(node, {"channel": "order:updates", "data": data})
+        resp = await publish_http(redis_node, {"channel": "order:updates", "data": data})
         assert resp.status_code == 200
         lines = [watcher.stdout.readline() for _ in range(6)]  # 3 for subscribe, 3 for message
     finally:
@@ -86,14 +86,13 @@ async def test_http_publish_carries_the_same_payload_as_a_raw_publish(
 
 
 async def test_http_publish_to_several_channels(
-    redis_url: str, node_factory: Callable[..., PushhubNode]
+    redis_node: PushhubNode,
 ) -> None:
-    node = node_factory(redis_url)
-    client = await Client.connect(node.ws_url)
+    client = await Client.connect(redis_node.ws_url)
     await client.subscribe("a")
     await client.subscribe("b")
 
-    resp = await publish_http(node, {"channels": ["a", "b", "a"], "data": "x"})
+    resp = await publish_http(redis_node, {"channels": ["a", "b", "a"], "data": "x"})
 
     assert resp.json() == {"results": [{"channel": "a"}, {"channel": "b"}]}
     got = {(await client.recv())["channel"], (await client.recv())["channel"]}
@@ -107,10 +106,10 @@ def _pubsub_channels(redis_server: RedisServer) -> set[str]:
 
 
 async def test_node_subscribes_upstream_on_first_subscriber_and_unsubscribes_after_last(
-    redis_server: RedisServer, redis_url: str, node_factory: Callable[..., PushhubNode]
+    redis_node: PushhubNode,
+    redis_server: RedisServer,
 ) -> None:
-    node = node_factory(redis_url)
-    c1, c2 = await Client.connect(node.ws_url), await Client.connect(node.ws_url)
+    c1, c2 = await Client.connect(redis_node.ws_url), await Client.connect(redis_node.ws_url)
     assert _pubsub_channels(redis_server) == set()
 
     await c1.subscribe("room:1")

@@ -17,7 +17,6 @@ text, and the HTTP API and the socket refuse deeper data with ``bad_request``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.support import Client, PushhubNode, RedisServer
+from tests.support import Client, NodeGroup, PushhubNode, RedisServer
 
 CONFIG = """
 [[channels]]
@@ -55,21 +54,11 @@ def deep_object(depth: int) -> str:
     return '{"a":' * depth + "1" + "}" * depth
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "pushhub.toml"
-    path.write_text(CONFIG)
-    return path
-
-
-@pytest.fixture
-async def nodes(
-    redis_url: str, node_factory: Callable[..., PushhubNode], config: Path
-) -> tuple[PushhubNode, PushhubNode]:
-    """Two nodes on one Redis, started side by side."""
-    a, b = await asyncio.gather(
-        *(asyncio.to_thread(node_factory, redis_url, args=["--config", str(config)]) for _ in "ab")
-    )
+@pytest.fixture(scope="module")
+def nodes(module_nodes: NodeGroup, config: Path) -> tuple[PushhubNode, PushhubNode]:
+    """Two nodes on one Redis, started side by side, for the module: each test attacks
+    them and then checks that both still deliver."""
+    a, b = module_nodes.start({}, {}, args=["--config", str(config)])
     return a, b
 
 

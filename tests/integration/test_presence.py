@@ -83,12 +83,11 @@ async def test_a_user_in_two_tabs_on_two_nodes_is_one_member_and_leaves_once(
 
 
 async def test_anonymous_connections_join_and_leave_one_by_one(
-    redis_url: str, node_factory: Callable[..., PushhubNode]
+    redis_node: PushhubNode,
 ) -> None:
-    node = node_factory(redis_url)
-    watcher = await _join(node, "lobby", "watcher")
+    watcher = await _join(redis_node, "lobby", "watcher")
     await _next_event(watcher, "join", "watcher")
-    anon = await _join(node, "lobby", None)
+    anon = await _join(redis_node, "lobby", None)
     joined = await _next_event(watcher, "join")
     assert joined["user"] is None
     assert joined["client"]
@@ -121,37 +120,32 @@ async def test_killed_node_members_leave_within_ten_seconds_with_default_setting
 
 
 async def test_presence_is_restored_after_redis_restarts_without_its_data(
+    own_redis: RedisServer,
     node_factory: Callable[..., PushhubNode],
 ) -> None:
-    redis = RedisServer()
-    redis.start()
-    try:
-        env = {"PUSHHUB_PRESENCE_HEARTBEAT": "1", "PUSHHUB_PRESENCE_TTL": "3"}
-        a, b = node_factory(redis.url, env=env), node_factory(redis.url, env=env)
-        await _join(a, "room:r", "alice")
-        await _join(b, "room:r", "bob")
-        await _join(b, "room:r", "bob")
-        assert _count(a, "room:r")["connections"] == 3
+    env = {"PUSHHUB_PRESENCE_HEARTBEAT": "1", "PUSHHUB_PRESENCE_TTL": "3"}
+    a, b = node_factory(own_redis.url, env=env), node_factory(own_redis.url, env=env)
+    await _join(a, "room:r", "alice")
+    await _join(b, "room:r", "bob")
+    await _join(b, "room:r", "bob")
+    assert _count(a, "room:r")["connections"] == 3
 
-        redis.stop()
-        redis.start()  # no persistence: every key is gone
-        a.wait_ready()
-        b.wait_ready()
+    own_redis.stop()
+    own_redis.start()  # no persistence: every key is gone
+    a.wait_ready()
+    b.wait_ready()
 
-        # One heartbeat after the engine is back, each node has restored its entries.
-        wait_for(lambda: _count(a, "room:r")["connections"] == 3, 5, "presence restored")
-        assert _count(a, "room:r")["users"] == 2
-        members = _presence(b, "room:r").json()["members"]
-        assert [(m["user"], m["connections"]) for m in members] == [("alice", 1), ("bob", 2)]
-    finally:
-        redis.stop()
+    # One heartbeat after the engine is back, each node has restored its entries.
+    wait_for(lambda: _count(a, "room:r")["connections"] == 3, 5, "presence restored")
+    assert _count(a, "room:r")["users"] == 2
+    members = _presence(b, "room:r").json()["members"]
+    assert [(m["user"], m["connections"]) for m in members] == [("alice", 1), ("bob", 2)]
 
 
 async def test_presence_over_the_socket_answers_subscribers_only(
-    redis_url: str, node_factory: Callable[..., PushhubNode]
+    redis_node: PushhubNode,
 ) -> None:
-    node = node_factory(redis_url)
-    alice = await _join(node, "room:s", "alice", role="admin")
+    alice = await _join(redis_node, "room:s", "alice", role="admin")
 
     reply = await alice.request({"type": "presence", "channel": "room:s"})
     refused = await alice.request({"type": "presence", "channel": "room:other"})
@@ -163,16 +157,15 @@ async def test_presence_over_the_socket_answers_subscribers_only(
 
 
 async def test_rest_presence_pages_through_members_with_an_opaque_cursor(
-    redis_url: str, node_factory: Callable[..., PushhubNode]
+    redis_node: PushhubNode,
 ) -> None:
-    node = node_factory(redis_url)
-    clients = [await _join(node, "room:p", f"user{i:02d}") for i in range(25)]
+    clients = [await _join(redis_node, "room:p", f"user{i:02d}") for i in range(25)]
 
     seen: list[str] = []
     cursor = ""
     pages = 0
     while True:
-        body = _presence(node, "room:p", limit="10", cursor=cursor).json()
+        body = _presence(redis_node, "room:p", limit="10", cursor=cursor).json()
         seen += [m["user"] for m in body["members"]]
         pages += 1
         if body["next_cursor"] is None:
@@ -181,7 +174,9 @@ async def test_rest_presence_pages_through_members_with_an_opaque_cursor(
     assert seen == [f"user{i:02d}" for i in range(25)]
     assert pages == 3
 
-    counts = httpx.get(f"{node.http}/api/presence", params={"channels": "room:p,empty"}).json()
+    counts = httpx.get(
+        f"{redis_node.http}/api/presence", params={"channels": "room:p,empty"}
+    ).json()
     assert counts == {
         "channels": {
             "room:p": {"users": 25, "connections": 25},
@@ -205,14 +200,12 @@ async def test_rest_presence_pages_through_members_with_an_opaque_cursor(
     ],
 )
 async def test_bad_presence_requests_get_400_with_a_json_error(
-    redis_url: str,
-    node_factory: Callable[..., PushhubNode],
+    redis_node: PushhubNode,
     path: str,
     params: dict[str, str],
     code: str,
 ) -> None:
-    node = node_factory(redis_url)
-    resp = httpx.get(f"{node.http}{path}", params=params, timeout=5)
+    resp = httpx.get(f"{redis_node.http}{path}", params=params, timeout=5)
     assert resp.status_code == 400
     assert resp.json()["error"]["code"] == code
 
@@ -242,15 +235,14 @@ async def test_channel_options_turn_presence_and_events_off_per_pattern(
 
 
 async def test_connect_frame_rules(
-    redis_url: str, node_factory: Callable[..., PushhubNode]
+    redis_node: PushhubNode,
 ) -> None:
-    node = node_factory(redis_url)
-    late = await Client.connect(node.ws_url)
+    late = await Client.connect(redis_node.ws_url)
     await late.subscribe("x")
     too_late = await late.request({"type": "connect", "user": "alice"})
-    big = await Client.connect(node.ws_url)
+    big = await Client.connect(redis_node.ws_url)
     too_big = await big.request({"type": "connect", "user": "a", "info": {"pad": "x" * 2000}})
-    twice = await Client.connect(node.ws_url)
+    twice = await Client.connect(redis_node.ws_url)
     first = await twice.request({"type": "connect", "user": "alice"})
     second = await twice.request({"type": "connect", "user": "mallory"})
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import jwt
-import pytest
 
 from tests.support import Client, PushhubNode, publish_http
 
@@ -37,13 +36,6 @@ join_leave = true
 
 #: Tokens enforced, anonymous connections admitted (to public channels only).
 ANONYMOUS_OK = {"PUSHHUB_JWT_SECRET": SECRET, "PUSHHUB_ALLOW_ANONYMOUS": "true"}
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "pushhub.toml"
-    path.write_text(CONFIG)
-    return path
 
 
 def token(user: str) -> str:
@@ -72,16 +64,15 @@ async def _members(node: PushhubNode, channel: str) -> list[dict[str, Any]]:
 
 
 async def test_an_anonymous_connection_cannot_set_info_in_development_mode(
-    redis_url: str, node_factory: Callable[..., PushhubNode]
+    redis_node: PushhubNode,
 ) -> None:
     """Old: its info went into the join event and the member list."""
-    node = node_factory(redis_url)
-    watcher = await Client.connect(node.ws_url, presence_events=True)
+    watcher = await Client.connect(redis_node.ws_url, presence_events=True)
     await watcher.request({"type": "connect", "user": "watcher", "info": {"name": "W"}})
     await watcher.subscribe("room:dev")
     assert (await watcher.recv())["user"] == "watcher"
 
-    anon, connected = await _anonymous(node, info={"name": "Admin", "verified": True})
+    anon, connected = await _anonymous(redis_node, info={"name": "Admin", "verified": True})
     await anon.subscribe("room:dev")
     joined = await watcher.recv()
 
@@ -93,7 +84,7 @@ async def test_an_anonymous_connection_cannot_set_info_in_development_mode(
         "client": connected["client"],
         "info": None,
     }
-    members = await _members(node, "room:dev")
+    members = await _members(redis_node, "room:dev")
     assert {"user": None, "client": connected["client"], "connections": 1, "info": None} in (
         members
     )
@@ -123,20 +114,19 @@ async def test_an_anonymous_connection_cannot_set_info_with_allow_anonymous(
 
 
 async def test_client_ids_share_only_the_node_prefix_and_name_no_host_pid_or_count(
-    redis_url: str, node_factory: Callable[..., PushhubNode]
+    redis_node: PushhubNode,
 ) -> None:
     """Old: ``<host>-<pid>-<6 hex>.1``, ``.2``, ... shown to every member by anonymous
     joins."""
-    node = node_factory(redis_url)
-    assert node.proc is not None
-    pid = str(node.proc.pid)
+    assert redis_node.proc is not None
+    pid = str(redis_node.proc.pid)
     host = socket.gethostname().split(".")[0]
     ids = []
     for _ in range(5):
-        _, reply = await _anonymous(node)
+        _, reply = await _anonymous(redis_node)
         ids.append(reply["client"])
     async with httpx.AsyncClient(timeout=5) as http:
-        node_id = (await http.get(f"{node.http}/api/stats")).json()["node"]
+        node_id = (await http.get(f"{redis_node.http}/api/stats")).json()["node"]
 
     prefixes = {i.split(".", 1)[0] for i in ids}
     suffixes = [i.split(".", 1)[1] for i in ids]

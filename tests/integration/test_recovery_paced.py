@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 import orjson
-import pytest
 from redis.asyncio import Redis
 
 from tests.support import Client, PushhubNode
@@ -41,13 +40,6 @@ presence = false
 PAD = "x" * 5000
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "pushhub.toml"
-    path.write_text(CONFIG)
-    return path
-
-
 def _payload(n: int) -> bytes:
     return orjson.dumps({"n": n, "pad": PAD})
 
@@ -64,24 +56,6 @@ async def _fcall_many(redis_url: str, channel: str, payloads: Sequence[bytes]) -
     finally:
         await client.aclose()
     return results
-
-
-async def _subscribe(
-    client: Client, channel: str, since: dict[str, Any] | None = None, timeout: float = 10
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Subscribe (with ``since``); the replayed messages and the ``subscribed`` reply."""
-    frame: dict[str, Any] = {"type": "subscribe", "channel": channel, "id": 99}
-    if since is not None:
-        frame["since"] = since
-    await client.send(frame)
-    replayed: list[dict[str, Any]] = []
-    async with asyncio.timeout(timeout):
-        while True:
-            event = await client.recv()
-            if event["type"] == "subscribed" and event.get("id") == 99:
-                return replayed, event
-            assert event["type"] == "message", event
-            replayed.append(event)
 
 
 async def _nothing_else_pending(client: Client) -> None:
@@ -101,7 +75,7 @@ async def test_a_replay_over_the_outbound_queue_is_paced_and_merges_with_live_me
     assert offset == 1
     epoch = epoch.decode()
     client = await Client.connect(a.ws_url)
-    _, reply = await _subscribe(client, "user:r")
+    _, reply = await client.recover("user:r")
     assert (reply["offset"], reply["epoch"]) == (1, epoch)
     await client.close()
 
@@ -124,7 +98,7 @@ async def test_a_replay_over_the_outbound_queue_is_paced_and_merges_with_live_me
     back = await Client.connect(a.ws_url)
     publisher = asyncio.create_task(live_publisher())
     await asyncio.wait_for(started.wait(), 5)  # publishing is under way as it resubscribes
-    replayed, reply = await _subscribe(back, "user:r", {"offset": 1, "epoch": epoch})
+    replayed, reply = await back.recover("user:r", {"offset": 1, "epoch": epoch})
     await asyncio.wait_for(publisher, 15)
     assert reply["recovered"] is True, reply
     assert reply["epoch"] == epoch
@@ -155,7 +129,7 @@ async def test_two_thousand_messages_of_5_kb_are_recovered_exactly_from_offset_z
     assert int(published[-1][0]) == 2000
 
     client = await Client.connect(node.ws_url)
-    replayed, reply = await _subscribe(client, "big:1", {"offset": 0, "epoch": epoch}, timeout=30)
+    replayed, reply = await client.recover("big:1", {"offset": 0, "epoch": epoch}, timeout=30)
 
     assert (reply["recovered"], reply["offset"], reply["epoch"]) == (True, 2000, epoch)
     assert [m["offset"] for m in replayed] == list(range(1, 2001))
@@ -175,7 +149,7 @@ async def test_a_gap_beyond_recovery_max_answers_recovered_false_promptly_with_n
 
     client = await Client.connect(node.ws_url)
     started = time.monotonic()
-    replayed, reply = await _subscribe(client, "user:far", {"offset": 1, "epoch": epoch})
+    replayed, reply = await client.recover("user:far", {"offset": 1, "epoch": epoch})
     elapsed = time.monotonic() - started
 
     assert replayed == []
@@ -192,9 +166,9 @@ async def test_a_channel_without_history_has_the_empty_epoch_which_cannot_prove_
     a = node_factory(redis_url, args=["--config", str(config)])
     b = node_factory(redis_url, args=["--config", str(config)])
     staying = await Client.connect(b.ws_url)
-    _, first = await _subscribe(staying, "user:fresh")
+    _, first = await staying.recover("user:fresh")
     leaving = await Client.connect(a.ws_url)
-    _, second = await _subscribe(leaving, "user:fresh")
+    _, second = await leaving.recover("user:fresh")
     await leaving.close()
     assert (first["offset"], first["epoch"], "recovered" in first) == (0, "", False)
     assert (second["offset"], second["epoch"]) == (0, "")
@@ -216,7 +190,7 @@ async def test_a_channel_without_history_has_the_empty_epoch_which_cannot_prove_
     # The one that left cannot prove it missed nothing from an empty epoch (this could
     # be a second life of a history it never saw): recovered false, and where to resync.
     back = await Client.connect(a.ws_url)
-    replayed, reply = await _subscribe(back, "user:fresh", {"offset": 0, "epoch": ""})
+    replayed, reply = await back.recover("user:fresh", {"offset": 0, "epoch": ""})
     assert replayed == []
     assert (reply["recovered"], reply["offset"], reply["epoch"]) == (False, 3, epoch)
     await _nothing_else_pending(back)
@@ -263,7 +237,7 @@ async def test_a_subscriber_told_to_recover_during_its_replay_is_never_left_deaf
     published = await _fcall_many(redis_url, "big:lost", [_payload(n) for n in range(1, 2001)])
     epoch = published[0][1].decode()
     watcher = await Client.connect(node.ws_url)  # the node now tracks the channel's position
-    await _subscribe(watcher, "big:lost")
+    await watcher.recover("big:lost")
 
     # A reader that resubscribes from the start, 10 MB behind, and reads nothing yet.
     sock = socket.socket()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +28,7 @@ import jwt
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.support import Client, PushhubNode, RedisServer, publish_http
+from tests.support import Client, PushhubNode, RedisServer, publish_http, stalled_client
 
 SECRET = "release-on-close-secret-0123456789abcdef"
 
@@ -59,26 +58,8 @@ presence = false
 """
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "pushhub.toml"
-    path.write_text(CONFIG)
-    return path
-
-
 def token(user: str, ttl: float = 300) -> str:
     return jwt.encode({"sub": user, "exp": int(time.time() + ttl)}, SECRET, algorithm="HS256")
-
-
-async def _stalled_client(node: PushhubNode, query: str = "") -> tuple[Client, int]:
-    """A client whose socket takes in almost nothing once it stops reading (it reads
-    only when the test calls recv), and its local port."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", node.port))
-    port: int = sock.getsockname()[1]
-    client = await Client.connect(node.ws_url + query, sock=sock, max_queue=1)
-    return client, port
 
 
 def _abort(client: Client) -> None:
@@ -168,7 +149,7 @@ async def test_a_slow_consumer_closed_4001_leaves_presence_and_frees_its_ip_and_
     watcher = await Client.connect(node.ws_url)
     await watcher.request({"type": "connect", "user": "watcher"})
     await watcher.subscribe("room:slow")
-    slow, port = await _stalled_client(node)
+    slow, port = await stalled_client(node)
     slow_id = (await slow.request({"type": "connect", "user": "slowpoke"}))["client"]
     await slow.subscribe("room:slow")
     await slow.subscribe("solo:slow")
@@ -213,7 +194,7 @@ async def test_a_user_whose_slow_connection_was_closed_can_connect_again_at_once
     watcher = await Client.connect(f"{node.ws_url}?token={token('watcher')}")
     assert (await watcher.recv())["type"] == "connected"
     await watcher.subscribe("room:u")
-    slow, port = await _stalled_client(node, f"?token={token('u')}")
+    slow, port = await stalled_client(node, f"?token={token('u')}")
     slow_id = (await slow.recv_type("connected"))["client"]
     await slow.subscribe("room:u")
     try:
@@ -252,7 +233,7 @@ async def test_a_stalled_client_closed_for_a_frame_flood_is_released_at_once(
     watcher = await Client.connect(node.ws_url)
     await watcher.request({"type": "connect", "user": "watcher"})
     await watcher.subscribe("room:flood")
-    flooder, port = await _stalled_client(node)
+    flooder, port = await stalled_client(node)
     await flooder.request({"type": "connect", "user": "flooder"})  # frame 1
     await flooder.subscribe("room:flood")  # 2
     await flooder.subscribe("chat:flood")  # 3
@@ -289,7 +270,7 @@ async def test_a_stalled_client_whose_token_expired_is_released_at_once(
     watcher = await Client.connect(f"{node.ws_url}?token={token('watcher')}")
     assert (await watcher.recv())["type"] == "connected"
     await watcher.subscribe("room:exp")
-    victim, port = await _stalled_client(node, f"?token={token('v', ttl=5)}")
+    victim, port = await stalled_client(node, f"?token={token('v', ttl=5)}")
     expires_at = (await victim.recv_type("connected"))["expires_at"]
     await victim.subscribe("room:exp")
     await victim.subscribe("chat:exp")

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import orjson
+from redis.asyncio import Redis
 from websockets.client import ClientProtocol
 from websockets.protocol import State
 from websockets.uri import parse_uri
@@ -115,6 +116,23 @@ def _node_sockets_to(node: PushhubNode, peers: list[SlowPeer]) -> int:
     return held
 
 
+async def _flood(node: PushhubNode, channel: str) -> None:
+    """PUBLISHES messages of PAYLOAD (as a JSON string) to ``channel`` in one pipelined
+    burst: it must be over well within the write-stall timeout, which starts as soon as
+    the first peer's buffers are full (a loop of HTTP publishes on a loaded machine could
+    outlast it, and the peers were then released before the check that they were held)."""
+    assert node.redis_url is not None
+    redis = Redis.from_url(node.redis_url)
+    try:
+        pipe = redis.pipeline(transaction=False)
+        for _ in range(PUBLISHES):
+            pipe.publish(channel, orjson.dumps(PAYLOAD))
+        receivers: list[int] = await pipe.execute()
+    finally:
+        await redis.aclose()
+    assert receivers == [1] * PUBLISHES  # the node's Pub/Sub connection got each one
+
+
 async def _stall_and_expect_release(node: PushhubNode, channel: str, within: float) -> None:
     peers = [SlowPeer(node, channel) for _ in range(PEERS)]
     try:
@@ -124,10 +142,7 @@ async def _stall_and_expect_release(node: PushhubNode, channel: str, within: flo
             "the slow peers to be subscribed",
         )
         started = time.monotonic()
-        async with httpx.AsyncClient(base_url=node.http, timeout=10) as http:
-            for _ in range(PUBLISHES):
-                resp = await http.post("/api/publish", json={"channel": channel, "data": PAYLOAD})
-                assert resp.status_code == 200, resp.text
+        await _flood(node, channel)
         assert _node_sockets_to(node, peers) == PEERS
 
         # Released at the transport: the app saw the disconnects...

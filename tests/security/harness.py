@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,31 +18,24 @@ import orjson
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.support import Client, PushhubNode, RedisServer
+from tests.support import Client, NodeGroup, PushhubNode, RedisServer
 
 #: Every node the security suite started, in order (their logs outlive them).
 STARTED: list[PushhubNode] = []
 
 
-class Nodes:
-    """Starts nodes for one test module, several at once, and stops them all at its end."""
+class Nodes(NodeGroup):
+    """Starts nodes for one test module on the suite's Redis, several at once, and stops
+    them all at its end; every one is remembered in ``STARTED``."""
 
     def __init__(self, redis: RedisServer) -> None:
+        super().__init__(redis.url)
         self.redis = redis
-        self.nodes: list[PushhubNode] = []
 
-    def start(self, *envs: Mapping[str, str]) -> list[PushhubNode]:
-        """One node per environment, all on the suite's Redis, started concurrently."""
-        made = [PushhubNode(self.redis.url, env=env) for env in envs]
-        self.nodes += made
+    def start(self, *envs: Mapping[str, str], args: list[str] | None = None) -> list[PushhubNode]:
+        made = super().start(*envs, args=args)
         STARTED.extend(made)
-        with ThreadPoolExecutor(len(made)) as pool:
-            list(pool.map(lambda node: node.start(), made))
         return made
-
-    def stop_all(self) -> None:
-        for node in self.nodes:
-            node.stop()
 
 
 def write_config(directory: Path, text: str) -> str:

@@ -3,102 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from pushhub.connection import COALESCE_BYTES, Connection, ConnectionState
 from pushhub.errors import CloseCode
+from tests.support import Connect, RecordingSender
 
 
-class GatedSender:
-    """A transport whose ``send_text`` waits for the test to open the gate.
-
-    Each call is recorded when it starts (``attempted``) and when it completes
-    (``sent``), so a test can hold the writer mid-send and queue frames behind it.
-    """
-
-    def __init__(self, *, open_gate: bool = True) -> None:
-        self.gate = asyncio.Event()
-        if open_gate:
-            self.gate.set()
-        self.attempted: list[str] = []
-        self.sent: list[str] = []
-        self.closes: list[tuple[int, str]] = []
-        self.close_called = asyncio.Event()
-        #: Closed: the close frame never gets through (a peer that stopped reading).
-        self.close_gate = asyncio.Event()
-        self.close_gate.set()
-        self.aborted = 0
-        self._progress = asyncio.Condition()
-
-    async def send_text(self, text: str) -> None:
-        async with self._progress:
-            self.attempted.append(text)
-            self._progress.notify_all()
-        await self.gate.wait()
-        async with self._progress:
-            self.sent.append(text)
-            self._progress.notify_all()
-
-    async def close(self, code: int, reason: str) -> None:
-        self.closes.append((code, reason))
-        self.close_called.set()
-        await self.close_gate.wait()
-
-    def abort(self) -> None:
-        self.aborted += 1
-
-    async def wait_attempted(self, count: int) -> None:
-        """Wait until the writer has started ``count`` sends."""
-        async with asyncio.timeout(2), self._progress:
-            await self._progress.wait_for(lambda: len(self.attempted) >= count)
-
-    async def wait_sent(self, count: int) -> None:
-        """Wait until ``count`` sends have completed."""
-        async with asyncio.timeout(2), self._progress:
-            await self._progress.wait_for(lambda: len(self.sent) >= count)
-
-
-Make = Callable[..., tuple[Connection, GatedSender]]
-
-
-@pytest.fixture
-async def connect() -> AsyncIterator[Make]:
-    """Make started connections; all are closed and awaited after the test."""
-    made: list[Connection] = []
-
-    def make(
-        *,
-        max_queue_bytes: int = 1024 * 1024,
-        open_gate: bool = True,
-        on_close: Callable[[Connection], None] | None = None,
-        close_timeout: float = 2.0,
-    ) -> tuple[Connection, GatedSender]:
-        sender = GatedSender(open_gate=open_gate)
-        conn = Connection(
-            f"c{len(made)}",
-            sender,
-            max_queue_bytes,
-            on_close=on_close,
-            close_timeout=close_timeout,
-        )
-        made.append(conn)
-        return conn, sender
-
-    yield make
-    for conn in made:
-        conn.closed()
-    async with asyncio.timeout(2):
-        await asyncio.gather(*(conn.wait_closed() for conn in made))
-
-
-def delivered(sender: GatedSender) -> list[str]:
-    """The frames the client got, with coalesced text frames split back apart."""
-    return [line for text in sender.sent for line in text.split("\n")]
-
-
-async def test_frames_are_sent_in_the_order_they_were_queued(connect: Make) -> None:
+async def test_frames_are_sent_in_the_order_they_were_queued(connect: Connect) -> None:
     conn, sender = connect()
     frames = [f'{{"n":{i}}}' for i in range(200)]
 
@@ -106,13 +19,13 @@ async def test_frames_are_sent_in_the_order_they_were_queued(connect: Make) -> N
         assert conn.send(f) is True
 
     async with asyncio.timeout(2):
-        while len(delivered(sender)) < len(frames):
+        while len(sender.lines()) < len(frames):
             await sender.wait_sent(len(sender.sent) + 1)
-    assert delivered(sender) == frames
+    assert sender.lines() == frames
     assert conn.queued_bytes == 0
 
 
-async def test_frame_sent_to_an_idle_writer_goes_out_alone(connect: Make) -> None:
+async def test_frame_sent_to_an_idle_writer_goes_out_alone(connect: Connect) -> None:
     conn, sender = connect()
 
     conn.send("one")
@@ -124,7 +37,7 @@ async def test_frame_sent_to_an_idle_writer_goes_out_alone(connect: Make) -> Non
 
 
 async def test_frames_queued_while_the_writer_is_behind_go_out_as_one_joined_frame(
-    connect: Make,
+    connect: Connect,
 ) -> None:
     conn, sender = connect(open_gate=False)
     conn.send("first")
@@ -141,7 +54,7 @@ async def test_frames_queued_while_the_writer_is_behind_go_out_as_one_joined_fra
     assert conn.queued_bytes == 0
 
 
-async def test_coalesced_frames_stay_under_the_coalescing_limit(connect: Make) -> None:
+async def test_coalesced_frames_stay_under_the_coalescing_limit(connect: Connect) -> None:
     conn, sender = connect(max_queue_bytes=16 * COALESCE_BYTES, open_gate=False)
     conn.send("first")
     await sender.wait_attempted(1)
@@ -152,7 +65,7 @@ async def test_coalesced_frames_stay_under_the_coalescing_limit(connect: Make) -
         conn.send(f)
     sender.gate.set()
     async with asyncio.timeout(2):
-        while delivered(sender) != ["first", *big, huge, "tail"]:
+        while sender.lines() != ["first", *big, huge, "tail"]:
             await sender.wait_sent(len(sender.sent) + 1)
 
     # A frame over the limit goes out alone; the others are joined up to the limit.
@@ -160,7 +73,7 @@ async def test_coalesced_frames_stay_under_the_coalescing_limit(connect: Make) -
     assert all(len(s) <= COALESCE_BYTES for s in sender.sent if s != huge)
 
 
-async def test_queue_over_its_byte_limit_closes_the_connection_as_slow(connect: Make) -> None:
+async def test_queue_over_its_byte_limit_closes_the_connection_as_slow(connect: Connect) -> None:
     conn, sender = connect(max_queue_bytes=10, open_gate=False)
     assert conn.send("aaaa") is True
     await sender.wait_attempted(1)  # in flight, still counted against the limit
@@ -186,7 +99,7 @@ async def test_queue_over_its_byte_limit_closes_the_connection_as_slow(connect: 
 
 
 async def test_single_frame_larger_than_the_limit_goes_to_a_client_that_is_keeping_up(
-    connect: Make,
+    connect: Connect,
 ) -> None:
     conn, sender = connect(max_queue_bytes=10)
 
@@ -199,7 +112,7 @@ async def test_single_frame_larger_than_the_limit_goes_to_a_client_that_is_keepi
 
 
 async def test_frame_over_the_limit_behind_one_in_flight_closes_the_connection_as_slow(
-    connect: Make,
+    connect: Connect,
 ) -> None:
     conn, sender = connect(max_queue_bytes=10, open_gate=False)
 
@@ -212,7 +125,7 @@ async def test_frame_over_the_limit_behind_one_in_flight_closes_the_connection_a
     assert sender.sent == []
 
 
-async def test_send_after_close_is_refused(connect: Make) -> None:
+async def test_send_after_close_is_refused(connect: Connect) -> None:
     conn, sender = connect()
     conn.close(CloseCode.NORMAL, "bye")
 
@@ -225,7 +138,7 @@ async def test_send_after_close_is_refused(connect: Make) -> None:
     assert sender.attempted == []
 
 
-async def test_send_after_the_socket_is_gone_is_refused(connect: Make) -> None:
+async def test_send_after_the_socket_is_gone_is_refused(connect: Connect) -> None:
     conn, _ = connect()
     conn.closed()
 
@@ -233,7 +146,7 @@ async def test_send_after_the_socket_is_gone_is_refused(connect: Make) -> None:
     assert conn.state is ConnectionState.CLOSED
 
 
-async def test_second_close_keeps_the_first_code(connect: Make) -> None:
+async def test_second_close_keeps_the_first_code(connect: Connect) -> None:
     conn, sender = connect()
     conn.close(CloseCode.SLOW, "slow consumer")
     conn.close(CloseCode.NORMAL, "bye")
@@ -245,7 +158,7 @@ async def test_second_close_keeps_the_first_code(connect: Make) -> None:
     assert sender.closes == [(CloseCode.SLOW, "slow consumer")]
 
 
-async def test_closed_connection_cannot_be_reopened(connect: Make) -> None:
+async def test_closed_connection_cannot_be_reopened(connect: Connect) -> None:
     conn, _ = connect()
     conn.closed()
 
@@ -258,7 +171,7 @@ async def test_closed_connection_cannot_be_reopened(connect: Make) -> None:
 
 
 async def test_a_frame_the_socket_can_take_goes_out_in_the_next_round_without_a_task(
-    connect: Make,
+    connect: Connect,
 ) -> None:
     conn, sender = connect()
 
@@ -271,7 +184,7 @@ async def test_a_frame_the_socket_can_take_goes_out_in_the_next_round_without_a_
     assert conn.queued_bytes == 0
 
 
-async def test_frames_sent_in_one_round_go_out_joined_as_one_frame(connect: Make) -> None:
+async def test_frames_sent_in_one_round_go_out_joined_as_one_frame(connect: Connect) -> None:
     conn, sender = connect()
 
     for frame in ("a", "b", "c"):
@@ -282,7 +195,7 @@ async def test_frames_sent_in_one_round_go_out_joined_as_one_frame(connect: Make
 
 
 async def test_a_send_that_must_wait_continues_in_a_writer_task_that_then_ends(
-    connect: Make,
+    connect: Connect,
 ) -> None:
     conn, sender = connect(open_gate=False)
 
@@ -302,7 +215,7 @@ async def test_a_send_that_must_wait_continues_in_a_writer_task_that_then_ends(
 
 
 @pytest.mark.parametrize("gate", ["open", "stuck"])
-async def test_wait_closed_finishes_after_closed(connect: Make, gate: str) -> None:
+async def test_wait_closed_finishes_after_closed(connect: Connect, gate: str) -> None:
     conn, sender = connect(open_gate=gate == "open")
     conn.send("one")
     await sender.wait_attempted(1)
@@ -315,7 +228,7 @@ async def test_wait_closed_finishes_after_closed(connect: Make, gate: str) -> No
     assert conn.queued_bytes == 0
 
 
-async def test_wait_closed_finishes_after_close_then_closed(connect: Make) -> None:
+async def test_wait_closed_finishes_after_close_then_closed(connect: Connect) -> None:
     conn, sender = connect(open_gate=False)
     conn.send("one")
     await sender.wait_attempted(1)
@@ -330,7 +243,7 @@ async def test_wait_closed_finishes_after_close_then_closed(connect: Make) -> No
 
 
 async def test_failing_transport_stops_the_writer_without_raising() -> None:
-    class BrokenSender(GatedSender):
+    class BrokenSender(RecordingSender):
         async def send_text(self, text: str) -> None:
             await super().send_text(text)
             raise ConnectionResetError("peer went away")
@@ -349,7 +262,7 @@ async def test_failing_transport_stops_the_writer_without_raising() -> None:
 # -- a decided close is final at once ------------------------------------------------------
 
 
-async def test_a_decided_close_tells_the_owner_once_at_once(connect: Make) -> None:
+async def test_a_decided_close_tells_the_owner_once_at_once(connect: Connect) -> None:
     told: list[Connection] = []
     conn, _ = connect(on_close=told.append)
 
@@ -360,7 +273,7 @@ async def test_a_decided_close_tells_the_owner_once_at_once(connect: Make) -> No
     assert told == [conn]
 
 
-async def test_a_socket_gone_without_a_decided_close_tells_the_owner_too(connect: Make) -> None:
+async def test_a_socket_gone_without_a_decided_close_tells_the_owner_too(connect: Connect) -> None:
     told: list[Connection] = []
     conn, _ = connect(on_close=told.append)
 
@@ -370,7 +283,7 @@ async def test_a_socket_gone_without_a_decided_close_tells_the_owner_too(connect
 
 
 async def test_a_close_frame_the_peer_never_takes_ends_in_an_abort_after_close_timeout(
-    connect: Make,
+    connect: Connect,
 ) -> None:
     conn, sender = connect(close_timeout=0.05)
     sender.close_gate.clear()
@@ -384,7 +297,7 @@ async def test_a_close_frame_the_peer_never_takes_ends_in_an_abort_after_close_t
     assert sender.aborted == 1
 
 
-async def test_a_flushing_close_spends_at_most_close_timeout_in_all(connect: Make) -> None:
+async def test_a_flushing_close_spends_at_most_close_timeout_in_all(connect: Connect) -> None:
     conn, sender = connect(open_gate=False, close_timeout=0.1)
     sender.close_gate.clear()
     conn.send("stuck")
@@ -400,7 +313,7 @@ async def test_a_flushing_close_spends_at_most_close_timeout_in_all(connect: Mak
     assert loop.time() - started < 1.0
 
 
-async def test_wait_below_returns_once_the_queue_drains(connect: Make) -> None:
+async def test_wait_below_returns_once_the_queue_drains(connect: Connect) -> None:
     conn, sender = connect(open_gate=False)
     conn.send("x" * 1000)
     await sender.wait_attempted(1)
@@ -417,7 +330,7 @@ async def test_wait_below_returns_once_the_queue_drains(connect: Make) -> None:
 
 
 async def test_wait_below_gives_false_when_the_connection_closes_meanwhile(
-    connect: Make,
+    connect: Connect,
 ) -> None:
     conn, sender = connect(open_gate=False)
     conn.send("x" * 1000)
@@ -433,12 +346,12 @@ async def test_wait_below_gives_false_when_the_connection_closes_meanwhile(
 
 
 async def test_one_failing_flush_does_not_cost_the_other_connections_theirs(
-    connect: Make, monkeypatch: pytest.MonkeyPatch
+    connect: Connect, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pushhub.connection import Outbox
 
     outbox = Outbox()
-    good_sender, bad_sender = GatedSender(), GatedSender()
+    good_sender, bad_sender = RecordingSender(), RecordingSender()
     bad = Connection("bad", bad_sender, 1 << 20, outbox)
     good = Connection("good", good_sender, 1 << 20, outbox)
 

@@ -19,26 +19,13 @@ from pushhub.engine.memory import MemoryEngine
 from pushhub.hub import Hub
 from pushhub.node import Node
 from pushhub.stream import Position
+from tests.support import RecordingSender
 
 RULES = (
     ChannelRule("durable:*", ChannelOptions(durable=True, presence=False)),
     ChannelRule("quiet:*", ChannelOptions(join_leave=False)),
     ChannelRule("private:*", ChannelOptions(presence_read=False)),
 )
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    async def send_text(self, text: str) -> None:
-        self.sent.extend(text.split("\n"))
-
-    async def close(self, code: int, reason: str) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -49,8 +36,8 @@ async def node() -> AsyncIterator[Node]:
     await node.close()
 
 
-async def subscribed(node: Node, channel: str) -> tuple[Connection, Recorder]:
-    sender = Recorder()
+async def subscribed(node: Node, channel: str) -> tuple[Connection, RecordingSender]:
+    sender = RecordingSender()
     session = node.open(sender, "10.0.0.1")
     await session.execute(protocol.Subscribe(channel))
     await settle()
@@ -77,7 +64,7 @@ async def test_join_and_leave_frames_are_what_the_envelope_path_built(node: Node
     node.on_leave("room:1", "c:ev.x1")
     await settle()
 
-    assert sender.sent == [
+    assert sender.lines() == [
         old_frame({"type": "join", "channel": "room:1", "user": "alice", "info": info}),
         old_frame(
             {"type": "join", "channel": "room:1", "user": None, "client": "ev.x1", "info": None}
@@ -99,7 +86,7 @@ async def test_joins_and_leaves_are_not_shown_where_the_channel_hides_them(
     node.on_message(channel, b'"fence"')
     await settle()
 
-    assert sender.sent == [old_frame({"type": "message", "channel": channel, "data": "fence"})]
+    assert sender.lines() == [old_frame({"type": "message", "channel": channel, "data": "fence"})]
     assert node.messages_delivered == delivered + 1
 
 
@@ -113,7 +100,7 @@ async def test_a_durable_message_carries_its_position_and_a_duplicate_is_skipped
     node.on_durable("durable:1", Position(2, "ep"), b"not json")
     await settle()
 
-    assert sender.sent == [
+    assert sender.lines() == [
         old_frame(
             {
                 "type": "message",
@@ -142,7 +129,7 @@ async def test_a_durable_gap_makes_the_subscribers_recover(node: Node) -> None:
     node.on_durable("durable:1", Position(3, "ep"), b"3")
     await settle()
 
-    assert [orjson.loads(f) for f in sender.sent][-1] == {
+    assert [orjson.loads(f) for f in sender.lines()][-1] == {
         "type": "unsubscribed",
         "channel": "durable:1",
         "reason": "recover",
@@ -171,7 +158,7 @@ async def test_an_oversized_plain_message_is_dropped_and_counted(node: Node) -> 
     await settle()
 
     assert node.messages_dropped == 1
-    assert sender.sent == [old_frame({"type": "message", "channel": "room:big", "data": 1})]
+    assert sender.lines() == [old_frame({"type": "message", "channel": "room:big", "data": 1})]
 
 
 @pytest.mark.parametrize("event", ["message", "durable", "join", "leave"])
@@ -198,4 +185,4 @@ async def test_a_handler_that_fails_is_counted_and_delivery_goes_on(
     assert node.delivery_errors == 1
     node.on_message(channel, b'"after"')
     await settle()
-    assert sender.sent[-1] == old_frame({"type": "message", "channel": channel, "data": "after"})
+    assert sender.lines()[-1] == old_frame({"type": "message", "channel": channel, "data": "after"})

@@ -2,60 +2,34 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from pushhub.connection import Connection, ConnectionState
 from pushhub.errors import CloseCode
 from pushhub.hub import Hub
-
-
-class RecordingSender:
-    """A transport that records what the connection sends."""
-
-    def __init__(self) -> None:
-        self.frames: asyncio.Queue[str] = asyncio.Queue()
-        self.closes: list[tuple[int, str]] = []
-
-    async def send_text(self, text: str) -> None:
-        self.frames.put_nowait(text)
-
-    async def close(self, code: int, reason: str) -> None:
-        self.closes.append((code, reason))
-
-    def abort(self) -> None:
-        raise AssertionError("a hub test never aborts a socket")
-
-    async def next_frame(self) -> str:
-        async with asyncio.timeout(2):
-            return await self.frames.get()
-
-
-Pair = tuple[Connection, RecordingSender]
+from tests.support import Connect, RecordingSender
 
 
 @pytest.fixture
-async def connect() -> AsyncIterator[Callable[[], Pair]]:
-    """Make started connections; all are closed and awaited after the test."""
-    made: list[Connection] = []
+def connect(connect: Connect) -> Iterator[Connect]:
+    """The suite's ``connect``; afterwards, no socket was aborted: a hub test never
+    aborts one."""
+    senders: list[RecordingSender] = []
 
-    def make() -> Pair:
-        sender = RecordingSender()
-        conn = Connection(f"c{len(made)}", sender, max_queue_bytes=1024 * 1024)
-        made.append(conn)
+    def make(**kwargs: Any) -> tuple[Connection, RecordingSender]:
+        conn, sender = connect(**kwargs)
+        senders.append(sender)
         return conn, sender
 
     yield make
-    for conn in made:
-        conn.closed()
-    async with asyncio.timeout(2):
-        await asyncio.gather(*(conn.wait_closed() for conn in made))
+    assert [s.aborted for s in senders] == [0] * len(senders)
 
 
 async def test_first_subscriber_of_a_channel_is_reported_as_first(
-    connect: Callable[[], Pair],
+    connect: Connect,
 ) -> None:
     hub = Hub()
     (a, _), (b, _) = connect(), connect()
@@ -69,7 +43,7 @@ async def test_first_subscriber_of_a_channel_is_reported_as_first(
 
 
 async def test_last_subscriber_leaving_a_channel_is_reported_as_last(
-    connect: Callable[[], Pair],
+    connect: Connect,
 ) -> None:
     hub = Hub()
     (a, _), (b, _) = connect(), connect()
@@ -85,7 +59,7 @@ async def test_last_subscriber_leaving_a_channel_is_reported_as_last(
 
 
 async def test_removing_from_a_channel_never_subscribed_is_not_reported_as_last(
-    connect: Callable[[], Pair],
+    connect: Connect,
 ) -> None:
     hub = Hub()
     a, _ = connect()
@@ -94,7 +68,7 @@ async def test_removing_from_a_channel_never_subscribed_is_not_reported_as_last(
 
 
 async def test_channel_emptied_and_subscribed_again_reports_a_first_subscriber_again(
-    connect: Callable[[], Pair],
+    connect: Connect,
 ) -> None:
     hub = Hub()
     a, _ = connect()
@@ -105,7 +79,7 @@ async def test_channel_emptied_and_subscribed_again_reports_a_first_subscriber_a
 
 
 async def test_broadcast_reaches_exactly_the_subscribers_of_the_channel(
-    connect: Callable[[], Pair],
+    connect: Connect,
 ) -> None:
     hub = Hub()
     (a, sa), (b, sb), (c, sc) = connect(), connect(), connect()
@@ -124,13 +98,13 @@ async def test_broadcast_reaches_exactly_the_subscribers_of_the_channel(
     assert await sb.next_frame() == "N1"
     # c's first frame is the later one on its own channel: it never got N1.
     assert await sc.next_frame() == "S1"
-    assert sa.frames.empty()
-    assert sb.frames.empty()
+    assert sa.unread() == []
+    assert sb.unread() == []
     assert hub.connection_count == 3
 
 
 async def test_broadcast_to_a_channel_nobody_holds_reaches_nobody(
-    connect: Callable[[], Pair],
+    connect: Connect,
 ) -> None:
     hub = Hub()
     a, _ = connect()
@@ -141,7 +115,7 @@ async def test_broadcast_to_a_channel_nobody_holds_reaches_nobody(
 
 
 async def test_broadcast_after_the_last_subscriber_left_reaches_nobody(
-    connect: Callable[[], Pair],
+    connect: Connect,
 ) -> None:
     hub = Hub()
     a, _ = connect()
@@ -153,9 +127,7 @@ async def test_broadcast_after_the_last_subscriber_left_reaches_nobody(
 
 
 @pytest.mark.parametrize("how", ["closing", "closed"])
-async def test_broadcast_skips_connections_that_are_closed(
-    connect: Callable[[], Pair], how: str
-) -> None:
+async def test_broadcast_skips_connections_that_are_closed(connect: Connect, how: str) -> None:
     hub = Hub()
     (a, sa), (b, sb) = connect(), connect()
     hub.add(a, "news")
@@ -171,11 +143,11 @@ async def test_broadcast_skips_connections_that_are_closed(
 
     assert await sb.next_frame() == "N1"
     await a.wait_closed()
-    assert sa.frames.empty()
+    assert sa.unread() == []
 
 
 async def test_unregistered_connection_is_no_longer_counted(
-    connect: Callable[[], Pair],
+    connect: Connect,
 ) -> None:
     hub = Hub()
     a, _ = connect()

@@ -16,28 +16,9 @@ from pushhub.engine.base import HistoryRead
 from pushhub.engine.memory import MemoryEngine
 from pushhub.errors import EngineUnavailable
 from pushhub.node import Node
+from tests.support import RecordingSender
 
 RULES = (ChannelRule("user:*", ChannelOptions(durable=True)),)
-
-
-class Recorder:
-    """A sender that records every frame and close."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-        self.closes: list[int] = []
-
-    async def send_text(self, text: str) -> None:
-        self.sent.append(text)
-
-    async def close(self, code: int, reason: str) -> None:
-        self.closes.append(code)
-
-    def abort(self) -> None:
-        raise AssertionError("nothing here should need an abort")
-
-    def events(self) -> list[dict[str, Any]]:
-        return [orjson.loads(line) for text in self.sent for line in text.split("\n")]
 
 
 class HeldEngine(MemoryEngine):
@@ -90,7 +71,7 @@ async def test_a_client_that_leaves_while_the_engine_subscribes_leaves_nothing_b
 ) -> None:
     engine = engine_of(node)
     engine.gate.clear()
-    sender = Recorder()
+    sender = RecordingSender()
     conn = node.open(sender, "10.0.0.1")
     subscribing = asyncio.create_task(conn.execute(_subscribe("room", 1)))
     await engine.subscribing.wait()
@@ -116,7 +97,7 @@ async def test_a_history_read_failing_during_catch_up_answers_unavailable_and_un
     engine = engine_of(node)
     await engine.publish_durable("user:1", b'{"n":1}')
     engine.fail_reads = True
-    sender = Recorder()
+    sender = RecordingSender()
     conn = node.open(sender, "10.0.0.2")
 
     await conn.execute(_subscribe("user:1", 7))
@@ -142,7 +123,7 @@ async def test_a_recovery_from_a_position_replays_exactly_the_missed_messages(
     first = await engine.publish_durable("user:2", b'{"n":1}')
     for n in (2, 3):
         await engine.publish_durable("user:2", b'{"n":%d}' % n)
-    sender = Recorder()
+    sender = RecordingSender()
     conn = node.open(sender, "10.0.0.3")
     since = {"offset": first.offset, "epoch": first.epoch}
 

@@ -6,7 +6,7 @@ The manager's background loops are never started: each test calls ``refresh`` an
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -18,28 +18,12 @@ from pushhub.engine.memory import MemoryBroker, MemoryEngine
 from pushhub.presence import PresenceManager
 from pushhub.protocol import member_key
 from tests.engine_events import Ignore, Join, Leave, presence_frame
+from tests.support import Clock, Engines
 
 SETTINGS = Settings()  # presence_ttl 15 s, presence_heartbeat 5 s, node_lease_ttl 5 s
 CHANNEL = "room:1"
 QUIET = "quiet:1"
 RULES = ChannelRules((ChannelRule("quiet:*", ChannelOptions(join_leave=False)),))
-
-
-class Clock:
-    """Seconds since the epoch, moved only by the test."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    @property
-    def ms(self) -> int:
-        return int(self.now * 1000)
 
 
 class Events(Ignore):
@@ -85,29 +69,18 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def start_engine(broker: MemoryBroker) -> AsyncIterator[StartEngine]:
-    started: list[MemoryEngine] = []
-
-    async def start() -> MemoryEngine:
-        engine = MemoryEngine(broker)
-        await engine.start(Ignore())
-        started.append(engine)
-        return engine
-
-    yield start
-    for engine in started:
-        await engine.close()
+def start_engine(broker: MemoryBroker, engines: Engines) -> StartEngine:
+    """Start another node's engine on the shared broker."""
+    return lambda: engines.start(MemoryEngine(broker))
 
 
 @pytest.fixture
-async def events(broker: MemoryBroker) -> AsyncIterator[Events]:
+async def events(broker: MemoryBroker, engines: Engines) -> Events:
     events = Events()
-    engine = MemoryEngine(broker)
-    await engine.start(events)
+    engine = await engines.start(MemoryEngine(broker), events)
     await engine.subscribe(CHANNEL)
     await engine.subscribe(QUIET)
-    yield events
-    await engine.close()
+    return events
 
 
 @pytest.fixture
