@@ -76,6 +76,10 @@ class Settings:
     #: A presence entry not refreshed for this long expires: 3 heartbeats, so one
     #: missed heartbeat never drops a member.
     presence_ttl: float = 15.0
+    #: Join and leave events of a channel are gathered for this long and sent as one
+    #: frame (docs/presence.md): a client gets at most one presence frame per channel
+    #: per tick, however many join at once.
+    presence_tick: float = 0.1
     #: A node that has not renewed its lease for this long is dead; a surviving node
     #: removes its members. The crash bound is about this plus one second.
     node_lease_ttl: float = 5.0
@@ -314,6 +318,7 @@ PARSERS: dict[str, Parser] = {
     "shutdown_timeout": _float(0, 3600),
     "presence_heartbeat": _float(0.05, 600),
     "presence_ttl": _float(0.2, 3600),
+    "presence_tick": _float(0.005, 5),
     "node_lease_ttl": _float(0.2, 600),
     "max_presence_info": _int(0, 64 * 1024),
     "recovery_max": _int(1, 10_000),

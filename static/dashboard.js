@@ -171,6 +171,19 @@ function attach(channel) {
       tail("leave", channel, memberName(member));
       renderChannel(channel);
     },
+    onCount: (counts) => {
+      const entry = channels.get(channel);
+      if (!entry) return;
+      if (counts.joinLeave) {
+        // Back under the member bound (or events were dropped): read the list again.
+        entry.counts = null;
+        loadPresence(channel);
+        return;
+      }
+      entry.counts = counts;
+      entry.members = null;
+      renderChannel(channel);
+    },
     onSubscribed: (info) => {
       const recovery =
         info.recovered === true
@@ -203,7 +216,7 @@ async function loadPresence(channel) {
       err.code === "not_found" ? "presence is off for this channel" : `presence: ${err.code}`;
   }
   const entry = channels.get(channel);
-  if (!entry) return; // unsubscribed meanwhile
+  if (!entry || entry.counts) return; // unsubscribed, or counting, meanwhile
   entry.members = members;
   renderChannel(channel, problem);
 }
@@ -219,7 +232,10 @@ function renderChannel(channel, problem) {
   entry.badge.dataset.state = state;
   entry.badge.textContent = state;
   if (problem !== undefined) entry.note.textContent = problem;
-  else if (state === "subscribed" && entry.members) {
+  else if (state === "subscribed" && entry.counts) {
+    const { users, connections } = entry.counts;
+    entry.note.textContent = `${users} users, ${connections} connections (too many to list live)`;
+  } else if (state === "subscribed" && entry.members) {
     entry.note.textContent = `${entry.members.size} member${entry.members.size === 1 ? "" : "s"}`;
   } else if (state !== "subscribed") entry.note.textContent = "";
   const names = entry.members && state === "subscribed" ? [...entry.members.values()] : [];
