@@ -10,7 +10,7 @@ const SAMPLES_MAX = 120; // points per chart
 // ---- connection ------------------------------------------------------------------------
 
 let hub = null;
-/** channel -> { item, badge, note, list, members: Map | null } */
+/** channel -> { item, badge, note, list, members: Map | null, counts: {users, connections} | null } */
 const channels = new Map();
 
 $("ws-url").value = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
@@ -132,7 +132,7 @@ function addChannel(channel) {
   list.setAttribute("aria-label", `Members of ${channel}`);
   item.append(head, note, list);
   $("subscriptions").append(item);
-  channels.set(channel, { item, badge, note, list, members: null });
+  channels.set(channel, { item, badge, note, list, members: null, counts: null });
   $("no-subscriptions").hidden = true;
   const option = document.createElement("option");
   option.value = channel;
