@@ -119,6 +119,10 @@ class Settings:
     #: Open connections (HTTP and WebSocket) this node holds at once; beyond it, new
     #: requests get 503. Sized for the file-descriptor limit (docs/security.md).
     max_connections: int = 20_000
+    #: WebSocket handshakes in progress at once (from the upgrade request until the app
+    #: accepts or refuses the socket); beyond it, upgrades get 503 with Retry-After at
+    #: once, so a reconnect storm cannot starve the clients already connected.
+    max_handshakes: int = 500
     #: HTTP request line and headers: most bytes, and seconds to receive them. A
     #: connection that sends nothing is closed after ``header_timeout`` too.
     max_header_bytes: int = 32 * 1024
@@ -349,6 +353,7 @@ PARSERS: dict[str, Parser] = {
     "query_rate": _float(0.1, 100_000),
     "query_burst": _int(1, 1_000_000),
     "max_connections": _int(1, 10_000_000),
+    "max_handshakes": _int(1, 1_000_000),
     "max_header_bytes": _int(4 * 1024, 1024 * 1024),
     "header_timeout": _float(0.5, 600),
     "keepalive_timeout": _float(0.5, 600),
