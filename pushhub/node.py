@@ -220,31 +220,28 @@ class Node:
         """A member's first connection joined: shown, in the channel's next presence
         frame, where the channel shows joins and leaves and lets its subscribers read
         presence (past its member bound, as counts)."""
-        self.messages_received += 1
-        if not self.hub.has_subscribers(channel):
-            return
-        try:
-            options = self.rules.options(channel)
-            if options.join_leave and options.presence_read:
-                line = None
-                if not _past(options.join_leave_max_members, counts):
-                    line = protocol.join_event(channel, member, info)
-                self._feed(channel, line, counts)
-        except Exception:
-            self._delivery_failed(channel)
+        self._on_presence(channel, counts, protocol.join_event, member, info)
 
     def on_leave(self, channel: str, member: str, counts: PresenceCount | None) -> None:
         """A member's last connection left (see ``on_join``)."""
+        self._on_presence(channel, counts, protocol.leave_event, member)
+
+    def _on_presence(
+        self,
+        channel: str,
+        counts: PresenceCount | None,
+        event: Callable[..., str],
+        *args: Any,
+    ) -> None:
         self.messages_received += 1
         if not self.hub.has_subscribers(channel):
             return
         try:
             options = self.rules.options(channel)
             if options.join_leave and options.presence_read:
-                line = None
-                if not _past(options.join_leave_max_members, counts):
-                    line = protocol.leave_event(channel, member)
-                self._feed(channel, line, counts)
+                # Past the member bound only the counts go out: no line is encoded.
+                past = _past(options.join_leave_max_members, counts)
+                self._feed(channel, None if past else event(channel, *args), counts)
         except Exception:
             self._delivery_failed(channel)
 
