@@ -184,6 +184,7 @@ def options_from(args: argparse.Namespace) -> Options:
             wait_quiet=args.wait_quiet,
             retry_for=ns.get("retry_for", 120.0),
             storm_clients=ns.get("storm_clients") or 5000,
+            max_handshakes=ns.get("max_handshakes"),
         )
     )
 

@@ -254,10 +254,14 @@ class Harness:
 
         Every load client comes from 127.0.0.1, so pushhub's per-IP and per-key guards
         against abuse (connections, connection rate, publish rate) would be measured
-        instead of its hot path: they are lifted. Presence is off on the run's channels
-        unless --presence, since the reference has none.
+        instead of its hot path: they are lifted. Admission control (max_handshakes) is
+        not a guard against abuse: it stays at pushhub's default unless --max-handshakes.
+        Presence is off on the run's channels unless --presence, since the reference has
+        none.
         """
         lines = [f"{name} = {value}" for name, value in LIFTED_LIMITS.items()]
+        if self.opts.max_handshakes is not None:
+            lines.append(f"max_handshakes = {self.opts.max_handshakes}")
         lines += ["", "[[channels]]", f'pattern = "{self.prefix}*"']
         if not self.opts.presence:
             lines += ["presence = false", "join_leave = false"]

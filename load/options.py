@@ -67,6 +67,8 @@ class Options:
     retry_for: float = 120.0
     #: stormload: the new clients that connect at once while the stream runs.
     storm_clients: int = 5000
+    #: pushhub's max_handshakes for the run (None: pushhub's default, 500).
+    max_handshakes: int | None = None
 
 
 def parse_cpus(text: str) -> tuple[int, ...]:
@@ -162,6 +164,8 @@ def check(opts: Options) -> Options:
     _within("--http-connections", opts.http_connections, 1, 256)
     _within("--wait-quiet", opts.wait_quiet, 0, 3600)
     _within("--retry-for", opts.retry_for, 0, 3600)
+    if opts.max_handshakes is not None:
+        _within("--max-handshakes", opts.max_handshakes, 1, 1_000_000)
     if opts.scenario == "stormload":
         _within("--storm-clients", opts.storm_clients, 1, MAX_CLIENTS)
         if opts.clients + opts.storm_clients > MAX_CLIENTS:

@@ -73,3 +73,10 @@ def add_retry_argument(parser: argparse.ArgumentParser) -> None:
         help="seconds a client keeps retrying a refused (503) or failed connect with the "
         "browser client's backoff before it counts as failed (default 120; 0: no retry)",
     )
+    parser.add_argument(
+        "--max-handshakes",
+        type=int,
+        default=None,
+        help="pushhub's max_handshakes for the run: upgrades past this many handshakes in "
+        "progress get 503 (default: pushhub's own, 500)",
+    )
