@@ -473,15 +473,19 @@ class Harness:
         )
         return outcome
 
+    async def frame_counts(self) -> tuple[int, int]:
+        """Frames and presence lines the clients received since the workers started."""
+        peeks: list[Peek] = await self.workers.ask_all("peek", wait_s=10)
+        return sum(p.frames for p in peeks), sum(p.presence for p in peeks)
+
     async def frames_settled(self) -> tuple[int, int]:
         """Frames and presence lines received so far, once no frame has come for
         FRAMES_QUIET_S (or after FRAMES_CAP_S)."""
         cap = time.monotonic() + FRAMES_CAP_S
         last, last_change = (-1, -1), time.monotonic()
         while True:
-            peeks: list[Peek] = await self.workers.ask_all("peek", wait_s=10)
+            got = await self.frame_counts()
             now = time.monotonic()
-            got = (sum(p.frames for p in peeks), sum(p.presence for p in peeks))
             if got != last:
                 last, last_change = got, now
             elif now - last_change >= FRAMES_QUIET_S or now >= cap:

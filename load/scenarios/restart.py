@@ -3,8 +3,10 @@ their channels; the server is restarted (SIGTERM, then started again on the same
 and every client comes back by itself with the browser client's backoff and resubscribes.
 
 Reports the time from SIGTERM until every client is subscribed again, per-client reconnect
-time (p50, p99), clients that never came back, the server's CPU while they came back, and
-the stream's loss and latency counted by windows (``load.ledger``):
+time (p50, p99), clients that never came back, the server's CPU while they came back, the
+frames and presence lines received from just before the restart until every client was
+back (the stream's frames included), and the stream's loss and latency counted by windows
+(``load.ledger``):
 
 - a connection counts a message when the message's publish time lies in its window: from
   the moment its subscribe was confirmed until it was lost;
@@ -74,11 +76,13 @@ class Restart:
         stream = await harness.stream_start(opts.rate, lambda i: i % channels)
         await asyncio.sleep(BEFORE_S)
         await harness.stream_collect(stream)
+        frames0, presence0 = await harness.frame_counts()
         restart = await harness.restart_server(CUT_LEAD_S, GUARD_S)
         window = harness.snapshot()  # the new server is up: the reconnect phase
         async with harness.progress("coming back", lambda: ""):
             all_back = await harness.wait_back(conn.connected, opts.retry_for + 30)
         usage = harness.usage(window)
+        frames1, presence1 = await harness.frame_counts()
         answers = await harness.reconnects()
         during = await harness.stream_collect(stream)
         await asyncio.sleep(opts.duration)
@@ -103,6 +107,9 @@ class Restart:
         result.connect_refused = sum(a.attempts.refused for a in answers)
         result.connect_retries = sum(a.attempts.retries for a in answers)
         result.uncounted = sum(r.uncounted for r in stream.receipts)
+        # From the cut until every client was back: the stream's frames included.
+        result.frames_received = frames1 - frames0
+        result.presence_events_received = presence1 - presence0
         closes: dict[int, int] = {}
         for a in answers:
             for code, n in a.closes.items():

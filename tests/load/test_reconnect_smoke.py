@@ -59,6 +59,8 @@ def test_restart_every_client_comes_back_and_nothing_counted_is_lost(tmp_path: P
         # Messages of the outage (and the guard before it) are not expected from anyone:
         # fewer expected than every message to every subscriber of its channel.
         assert record["expected"] < record["published"] * CLIENTS / 2, record
+        # Every client's subscribed reply came in the reconnect phase, and the stream.
+        assert record["frames_received"] >= CLIENTS, record
         code = 1012 if target == "pushhub" else 1001
         assert f"restart closed {CLIENTS} with {code}" in record["notes"], record
     (ratio,) = [r for r in records if r.get("kind") == "ratio"]
