@@ -24,13 +24,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from load import backoff
 from load.harness import Harness, add_connect, add_delivery, add_usage, judge
 from load.histogram import LatencyHistogram
 from load.report import Result
 from load.scenarios.base import add_retry_argument, spread
 
-#: Stream time before the restart.
-BEFORE_S = 2.0
+#: Stream time before the cut. Long enough that every connection has been up for the
+#: browser client's ``stableAfter`` when the restart closes it, as after any real uptime:
+#: each client then comes back starting from retry 0.
+BEFORE_S = backoff.STABLE_AFTER_S
 #: The cut is announced this far ahead (every worker must have it before it is due) ...
 CUT_LEAD_S = 0.5
 #: ... and SIGTERM follows it this much later.
