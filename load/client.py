@@ -27,12 +27,14 @@ class Slot:
     """One load client across its connections: its channel, how it was ordered to
     connect, and its backoff attempt count (kept across reconnects)."""
 
-    __slots__ = ("attempt", "channel", "order")
+    __slots__ = ("attempt", "began", "channel", "order")
 
     def __init__(self, channel: int, order: ConnectOrder) -> None:
         self.channel = channel
         self.order = order
         self.attempt = 0
+        #: time.perf_counter() when its first attempt began (past the concurrency gate).
+        self.began = 0.0
 
 
 class Sink(Protocol):

@@ -412,11 +412,12 @@ class Worker:
         report.started = time.time()
 
         async def one(channel: int) -> None:
-            began = time.perf_counter()
-            if not await self._keep(Slot(channel, order), report, gate):
+            slot = Slot(channel, order)
+            if not await self._keep(slot, report, gate):
                 report.failures += 1
                 return
-            latency.record(int((time.perf_counter() - began) * 1_000_000))
+            # From its first attempt (not its wait for the gate), backoffs included.
+            latency.record(int((time.perf_counter() - slot.began) * 1_000_000))
             report.connected += 1
             report.subscribed[channel] = report.subscribed.get(channel, 0) + 1
 
@@ -451,8 +452,10 @@ class Worker:
             try:
                 if gate is not None:
                     async with gate:
+                        slot.began = slot.began or time.perf_counter()
                         await self._open(order, slot)
                 else:
+                    slot.began = slot.began or time.perf_counter()
                     await self._open(order, slot)
                 return True
             except Exception as exc:
