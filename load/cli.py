@@ -25,7 +25,7 @@ from load import runtime
 from load.harness import Harness, log
 from load.options import Options, UsageError, check, parse_cpus, pinning
 from load.processes import StartError
-from load.report import Result, markdown_table, ratio_table, ratios
+from load.report import Result, connect_table, markdown_table, ratio_table, ratios
 from load.scenarios import REGISTRY
 
 #: File descriptors a run needs besides one per client (server, Redis, pipes, logs).
@@ -182,6 +182,9 @@ def options_from(args: argparse.Namespace) -> Options:
             http_connections=args.http_connections,
             presence=args.presence,
             wait_quiet=args.wait_quiet,
+            retry_for=ns.get("retry_for", 120.0),
+            storm_clients=ns.get("storm_clients") or 5000,
+            max_handshakes=ns.get("max_handshakes"),
         )
     )
 
@@ -189,16 +192,17 @@ def options_from(args: argparse.Namespace) -> Options:
 def check_system(opts: Options) -> None:
     """Refuse runs this machine cannot carry, before starting anything."""
     limit = runtime.raise_nofile_limit()
-    if opts.clients + SPARE_FDS > limit:
+    clients = opts.clients + (opts.storm_clients if opts.scenario == "stormload" else 0)
+    if clients + SPARE_FDS > limit:
         raise UsageError(
-            f"--clients {opts.clients} needs {opts.clients + SPARE_FDS} open files; "
+            f"{clients} clients need {clients + SPARE_FDS} open files; "
             f"the limit here is {limit} (raise the hard limit: ulimit -Hn)"
         )
     with contextlib.suppress(OSError, ValueError):
         lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-        if opts.clients > hi - lo - 1000:
+        if clients > hi - lo - 1000:
             raise UsageError(
-                f"--clients {opts.clients}: only {hi - lo} local ports ({lo}-{hi}) for connections"
+                f"{clients} clients: only {hi - lo} local ports ({lo}-{hi}) for connections"
             )
 
 
@@ -227,6 +231,9 @@ class Output:
 
     def tables(self) -> str:
         text = "\n" + markdown_table(self.results) + "\n"
+        connects = connect_table(self.results)
+        if connects:
+            text += "\n" + connects + "\n"
         if self.ratios:
             text += "\n" + ratio_table(self.ratios) + "\n"
         return text

@@ -9,7 +9,7 @@ back to websockets at a frame boundary. See ``load.frames`` for why.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.client import ClientProtocol
@@ -17,6 +17,24 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import Event, State
 
 from load.frames import FrameError, FrameSplitter
+from load.ledger import OPEN
+
+if TYPE_CHECKING:
+    from load.worker import ConnectOrder
+
+
+class Slot:
+    """One load client across its connections: its channel, how it was ordered to
+    connect, and its backoff attempt count (kept across reconnects)."""
+
+    __slots__ = ("attempt", "began", "channel", "order")
+
+    def __init__(self, channel: int, order: ConnectOrder) -> None:
+        self.channel = channel
+        self.order = order
+        self.attempt = 0
+        #: time.perf_counter() when its first attempt began (past the concurrency gate).
+        self.began = 0.0
 
 
 class Sink(Protocol):
@@ -39,6 +57,13 @@ class LoadConnection(ClientConnection):
         self.channel = -1
         #: True once this side starts closing: the close is then not the server's doing.
         self.leaving = False
+        self.slot: Slot | None = None
+        #: When the "subscribed" reply arrived (time.time_ns), 0 before.
+        self.confirmed_ns = 0
+        #: Messages count when their publish time is in [window_start, window_end).
+        self.windowed = False
+        self.window_start = 0
+        self.window_end = OPEN
 
     def data_received(self, data: bytes) -> None:
         if self.response is None or self.protocol.state is not State.OPEN:

@@ -17,12 +17,12 @@ import secrets
 import sys
 import time
 from array import array
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from load import procstat, verdict
 from load.histogram import LatencyHistogram
-from load.ledger import Ledger, Loss, merge_receipts
+from load.ledger import Ledger, Loss, Window, account, expected_in_windows, merge_receipts
 from load.options import Options
 from load.pool import WorkerPool
 from load.processes import HOST, RedisProcess, ServerProcess
@@ -35,7 +35,7 @@ from load.publisher import (
 )
 from load.report import Result
 from load.schedule import RateSchedule
-from load.worker import ConnectOrder, ConnectReport, Peek, Receipts
+from load.worker import ConnectOrder, ConnectReport, Peek, Receipts, Reconnects
 
 #: pushhub settings that guard against abusive clients, raised out of the way of a load
 #: run whose clients all share one IP (see Harness.pushhub_config).
@@ -52,6 +52,11 @@ QUIET_WINDOW_S = 2.0
 DRAIN_QUIET_S = 1.0
 #: ... and after this long at most.
 DRAIN_CAP_S = 30.0
+#: After a storm, frames are counted until none has arrived for this long (presence
+#: events come at the server's next tick) ...
+FRAMES_QUIET_S = 0.5
+#: ... or this long at most.
+FRAMES_CAP_S = 5.0
 
 
 def log(line: str) -> None:
@@ -94,6 +99,13 @@ class ConnectOutcome:
     latency: LatencyHistogram
     subscribers: list[int]
     usage: Usage
+    #: Attempts refused with 503, and failed attempts retried after a backoff.
+    refused: int = 0
+    retries: int = 0
+    #: Data frames and presence lines the clients received from the start of the phase
+    #: until the frames stopped (with ``count_frames``; else None).
+    frames: int | None = None
+    presence: int | None = None
 
     @property
     def rate(self) -> float:
@@ -119,6 +131,39 @@ class Delivery:
     def seconds(self) -> float:
         end = max(self.last_ns, self.outcome.finished_ns)
         return max(1e-9, (end - self.outcome.started_ns) / 1e9)
+
+
+#: A stream's schedule is open-ended: it runs until stopped (the bound is never reached
+#: in a bounded run: an hour at 2,000 msg/s).
+MAX_STREAM_MESSAGES = 7_200_000
+
+
+@dataclass(slots=True)
+class Stream:
+    """A publish running in the background (``Harness.stream_start``)."""
+
+    first_seq: int
+    began: float
+    before: Snapshot
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Future[PublishOutcome] | None = None
+    #: Receipts of every phase collected so far.
+    receipts: list[Receipts] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Restart:
+    """A restart's timings (time.time_ns for instants)."""
+
+    cut_ns: int
+    restart_ns: int
+    #: When SIGTERM actually went out.
+    signalled_ns: int
+    #: SIGTERM to exit, SIGTERM to ready again, in seconds.
+    stop_s: float
+    outage_s: float
+    #: A worker applied the cut after it was due (a receipt may have counted wrongly).
+    cut_late: bool
 
 
 class Harness:
@@ -209,10 +254,14 @@ class Harness:
 
         Every load client comes from 127.0.0.1, so pushhub's per-IP and per-key guards
         against abuse (connections, connection rate, publish rate) would be measured
-        instead of its hot path: they are lifted. Presence is off on the run's channels
-        unless --presence, since the reference has none.
+        instead of its hot path: they are lifted. Admission control (max_handshakes) is
+        not a guard against abuse: it stays at pushhub's default unless --max-handshakes.
+        Presence is off on the run's channels unless --presence, since the reference has
+        none.
         """
         lines = [f"{name} = {value}" for name, value in LIFTED_LIMITS.items()]
+        if self.opts.max_handshakes is not None:
+            lines.append(f"max_handshakes = {self.opts.max_handshakes}")
         lines += ["", "[[channels]]", f'pattern = "{self.prefix}*"']
         if not self.opts.presence:
             lines += ["presence = false", "join_leave = false"]
@@ -333,18 +382,35 @@ class Harness:
             self.log(f"waiting for a quiet machine: other processes use {other:.0f}% CPU")
 
     async def connect(
-        self, assignment: Sequence[int], channels: int, concurrency: int
+        self,
+        assignment: Sequence[int],
+        channels: int,
+        concurrency: int,
+        *,
+        retry_for: float = 0.0,
+        reconnect: bool = False,
+        windowed: bool = False,
+        count_frames: bool = False,
+        ledger: bool = True,
+        at_start: Callable[[], Awaitable[object]] | None = None,
     ) -> ConnectOutcome:
         """Open len(assignment) clients, client i subscribed to channel assignment[i].
 
         Every worker starts at the same instant; ``concurrency`` bounds how many
-        connections are opening at once across all workers.
+        connections are opening at once across all workers. ``retry_for``,
+        ``reconnect`` and ``windowed`` go to the workers (see ``ConnectOrder``).
+        ``count_frames``: afterwards, wait for the frames to stop (presence events come
+        at the server's tick) and count the frames and presence lines received.
+        ``ledger``: the new clients are the ones the next publish expects to reach.
+        ``at_start``: awaited at the instant the workers start connecting.
         """
         assert self.server is not None
         await self.wait_quiet()
         pool = self.workers
         count = len(pool.workers)
         per_worker = max(1, math.ceil(concurrency / count))
+        peeks: list[Peek] = await pool.ask_all("peek") if count_frames else []
+        frames0, presence0 = sum(p.frames for p in peeks), sum(p.presence for p in peeks)
         start_at = time.time() + 0.5
         orders = [
             (
@@ -356,12 +422,17 @@ class Harness:
                     start_at,
                     per_worker,
                     self.opts.connect_timeout,
+                    retry_for,
+                    reconnect,
+                    windowed,
                 ),
             )
             for k in range(count)
         ]
         asked = asyncio.ensure_future(pool.ask_each(orders, wait_s=self.time_left()))
         await asyncio.sleep(max(0.0, start_at - time.time()))
+        if at_start is not None:
+            await at_start()
         before = self.snapshot()
         total = len(assignment)
         async with self.progress("connecting", lambda: f"{total:,} to open"):
@@ -371,7 +442,8 @@ class Harness:
         for report in reports:
             for channel, n in report.subscribed.items():
                 subscribers[channel] += n
-        self.ledger = Ledger(subscribers)
+        if ledger:
+            self.ledger = Ledger(subscribers)
         outcome = ConnectOutcome(
             attempted=sum(r.attempted for r in reports),
             connected=sum(r.connected for r in reports),
@@ -383,13 +455,42 @@ class Harness:
             ),
             subscribers=subscribers,
             usage=usage,
+            refused=sum(r.refused for r in reports),
+            retries=sum(r.retries for r in reports),
         )
+        if count_frames:
+            frames, presence = await self.frames_settled()
+            outcome.frames, outcome.presence = frames - frames0, presence - presence0
         self.log(
             f"connected {outcome.connected:,}/{outcome.attempted:,} in {outcome.seconds:.1f}s "
-            f"({outcome.rate:,.0f}/s), {outcome.failures} failed"
+            f"({outcome.rate:,.0f}/s), {outcome.failures} failed, {outcome.refused} refused"
             + (f": {outcome.errors[0]}" if outcome.errors else "")
+            + (
+                f"; {outcome.frames:,} frames, {outcome.presence:,} presence lines"
+                if outcome.frames is not None
+                else ""
+            )
         )
         return outcome
+
+    async def frame_counts(self) -> tuple[int, int]:
+        """Frames and presence lines the clients received since the workers started."""
+        peeks: list[Peek] = await self.workers.ask_all("peek", wait_s=10)
+        return sum(p.frames for p in peeks), sum(p.presence for p in peeks)
+
+    async def frames_settled(self) -> tuple[int, int]:
+        """Frames and presence lines received so far, once no frame has come for
+        FRAMES_QUIET_S (or after FRAMES_CAP_S)."""
+        cap = time.monotonic() + FRAMES_CAP_S
+        last, last_change = (-1, -1), time.monotonic()
+        while True:
+            got = await self.frame_counts()
+            now = time.monotonic()
+            if got != last:
+                last, last_change = got, now
+            elif now - last_change >= FRAMES_QUIET_S or now >= cap:
+                return got
+            await asyncio.sleep(0.05)
 
     async def restore(self) -> int:
         """Open again the clients the server closed (say, as slow consumers), so the next
@@ -462,6 +563,55 @@ class Harness:
         receipts: list[Receipts] = await self.workers.ask_all("collect", outcome.stop_seq)
         return self._account(outcome, usage, receipts, timed_out=not drained)
 
+    # -- a stream that runs while the scenario does something else -----------------------
+
+    async def stream_start(self, rate: float, pick: Callable[[int], int]) -> Stream:
+        """Start publishing at ``rate`` (message i to channel ``pick(i)``) in the
+        background, until ``stream_stop``. Receipts are counted from here on."""
+        assert self.publisher is not None
+        first = self.ledger.published
+        await self.workers.ask_all("collect", first)  # count from the stream's first message
+        stream = Stream(first, time.monotonic(), self.snapshot())
+        schedule = RateSchedule(rate, MAX_STREAM_MESSAGES, time.monotonic() + 0.05)
+        stream.task = asyncio.ensure_future(
+            publish_on_schedule(
+                self.publisher,
+                schedule,
+                self.ledger,
+                pick,
+                self.channel_name,
+                self._padding,
+                until=stream.stop.is_set,
+            )
+        )
+        return stream
+
+    async def stream_collect(self, stream: Stream) -> list[Receipts]:
+        """The stream's receipts since the last collect (a phase of it)."""
+        receipts: list[Receipts] = await self.workers.ask_all("collect", stream.first_seq)
+        stream.receipts += receipts
+        return receipts
+
+    async def stream_stop(self, stream: Stream) -> Delivery:
+        """Stop the stream, wait for what is expected, and account for it by windows:
+        each message is expected once per counting window of its channel that holds its
+        publish time (``load.ledger``)."""
+        assert stream.task is not None
+        stream.stop.set()
+        outcome = await stream.task
+        windows: list[list[Window]] = await self.workers.ask_all("windows")
+        expected = expected_in_windows(
+            self.ledger.channels(outcome.first_seq, outcome.stop_seq),
+            self.ledger.stamps(outcome.first_seq, outcome.stop_seq),
+            (w for part in windows for w in part),
+        )
+        # drain() counts what arrived since the last collect; earlier phases are in hand.
+        counted = sum(r.messages for r in stream.receipts)
+        drained = await self.drain(sum(expected) - counted)
+        usage = self.usage(stream.before)
+        await self.stream_collect(stream)
+        return self._account(outcome, usage, stream.receipts, not drained, expected)
+
     async def drain(self, expected: int) -> bool:
         """Wait until ``expected`` messages arrived; False if arrivals stopped short."""
         last, last_change = -1, time.monotonic()
@@ -479,7 +629,12 @@ class Harness:
             await asyncio.sleep(0.05)
 
     def _account(
-        self, outcome: PublishOutcome, usage: Usage, receipts: list[Receipts], timed_out: bool
+        self,
+        outcome: PublishOutcome,
+        usage: Usage,
+        receipts: list[Receipts],
+        timed_out: bool,
+        expected: list[int] | None = None,
     ) -> Delivery:
         parts = []
         for r in receipts:
@@ -488,7 +643,10 @@ class Harness:
             parts.append((r.base, counts))
         merged, outside = merge_receipts(parts, outcome.first_seq, outcome.stop_seq)
         late = sum(r.late for r in receipts)
-        loss = self.ledger.account(outcome.first_seq, outcome.stop_seq, merged, outside + late)
+        if expected is None:
+            loss = self.ledger.account(outcome.first_seq, outcome.stop_seq, merged, outside + late)
+        else:
+            loss = account(expected, merged, outside + late)
         firsts = [r.first_ns for r in receipts if r.first_ns]
         delivery = Delivery(
             outcome=outcome,
@@ -521,6 +679,41 @@ class Harness:
         )
         return delivery
 
+    # -- the restart ------------------------------------------------------------------
+
+    async def restart_server(self, lead_s: float, guard_s: float) -> Restart:
+        """Restart the server under test on its port: announce the cut to the workers
+        ``lead_s`` ahead (the counting windows of the connections open then end there),
+        SIGTERM ``guard_s`` after the cut, start it again, and return the timings. The
+        event loop keeps running meanwhile (a stream goes on publishing)."""
+        assert self.server is not None
+        cut_ns = time.time_ns() + int(lead_s * 1e9)
+        restart_ns = cut_ns + int(guard_s * 1e9)
+        applied: list[int] = await self.workers.ask_all("cut", (cut_ns, restart_ns))
+        late = max(applied) > cut_ns
+        await asyncio.sleep(max(0.0, (restart_ns - time.time_ns()) / 1e9))
+        signalled_ns = time.time_ns()
+        self.log("restarting the server (SIGTERM)")
+        stop_s, outage_s = await asyncio.to_thread(self.server.restart)
+        self.log(f"server back after {outage_s:.2f}s (pid {self.server.pid})")
+        return Restart(cut_ns, restart_ns, signalled_ns, stop_s, outage_s, late)
+
+    async def wait_back(self, clients: int, give_up_s: float) -> bool:
+        """Wait until ``clients`` clients are subscribed again after the restart (or have
+        given up); False if that did not happen within ``give_up_s``."""
+        end = time.monotonic() + min(give_up_s, max(1.0, self.time_left() - 10))
+        while True:
+            peeks: list[Peek] = await self.workers.ask_all("peek", wait_s=10)
+            if sum(p.back + p.gave_up for p in peeks) >= clients:
+                return True
+            if time.monotonic() >= end:
+                return False
+            await asyncio.sleep(0.05)
+
+    async def reconnects(self) -> list[Reconnects]:
+        answers: list[Reconnects] = await self.workers.ask_all("reconnects")
+        return answers
+
     # -- results ----------------------------------------------------------------------
 
     def result(self, channels: int, **fields: object) -> Result:
@@ -548,6 +741,8 @@ def add_connect(result: Result, conn: ConnectOutcome) -> None:
     result.connect_failures = conn.failures
     result.connect_per_s = conn.rate
     result.connect_p99_ms = _ms(conn.latency.percentile(99))
+    result.connect_refused = conn.refused
+    result.connect_retries = conn.retries
     if conn.errors:
         result.notes.append(f"connect error: {conn.errors[0]}")
 

@@ -62,6 +62,13 @@ class Options:
     #: pushhub's presence (members, join/leave events) on the load channels. Off by
     #: default: the reference has none, and fan-out is what these scenarios measure.
     presence: bool = False
+    #: storm, stormload, restart: seconds a client keeps retrying a refused or failed
+    #: connect with the browser client's backoff before it counts as failed.
+    retry_for: float = 120.0
+    #: stormload: the new clients that connect at once while the stream runs.
+    storm_clients: int = 5000
+    #: pushhub's max_handshakes for the run (None: pushhub's default, 500).
+    max_handshakes: int | None = None
 
 
 def parse_cpus(text: str) -> tuple[int, ...]:
@@ -156,6 +163,21 @@ def check(opts: Options) -> Options:
     _within("--progress-every", opts.progress_every, 0.5, 3600)
     _within("--http-connections", opts.http_connections, 1, 256)
     _within("--wait-quiet", opts.wait_quiet, 0, 3600)
+    _within("--retry-for", opts.retry_for, 0, 3600)
+    if opts.max_handshakes is not None:
+        _within("--max-handshakes", opts.max_handshakes, 1, 1_000_000)
+    if opts.scenario == "stormload":
+        _within("--storm-clients", opts.storm_clients, 1, MAX_CLIENTS)
+        if opts.clients + opts.storm_clients > MAX_CLIENTS:
+            raise UsageError(f"--clients plus --storm-clients: more than {MAX_CLIENTS:,}")
+    if opts.scenario == "restart":
+        if opts.publish != "redis":
+            raise UsageError(
+                "restart: the stream goes through Redis (--publish redis), since "
+                "the server's HTTP API is down while it restarts"
+            )
+        if opts.retry_for <= 0:
+            raise UsageError("restart: clients must come back; give --retry-for > 0")
     if opts.max_p99_ms is not None:
         _within("--max-p99-ms", opts.max_p99_ms, 0.1, 600_000)
     if opts.redis_url is not None:

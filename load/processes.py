@@ -198,6 +198,22 @@ class ServerProcess(Managed):
         self.spawn(env, cwd=ROOT)
         self.wait_until(self._ready, timeout)
 
+    def restart(self, timeout: float = 30, stop_timeout: float = 30) -> tuple[float, float]:
+        """SIGTERM, wait for the exit (SIGKILL after ``stop_timeout``), then start again
+        on the same port with the same settings. Blocks (run it in a thread). Returns
+        (seconds from SIGTERM to exit, seconds from SIGTERM to ready again)."""
+        assert self.proc is not None, "not running"
+        began = time.monotonic()
+        self.proc.terminate()
+        try:
+            self.proc.wait(stop_timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        stopped = time.monotonic() - began
+        self.start(timeout)
+        return stopped, time.monotonic() - began
+
     def _ready(self) -> bool:
         if not _port_open(self.port):
             return False

@@ -191,14 +191,20 @@ async def publish_on_schedule(
     pick: Callable[[int], int],
     channel_name: Callable[[int], str],
     padding: str,
+    until: Callable[[], bool] | None = None,
 ) -> PublishOutcome:
-    """Publish ``schedule.total`` messages on time; message i goes to channel ``pick(i)``."""
+    """Publish ``schedule.total`` messages on time; message i goes to channel ``pick(i)``.
+
+    ``until``: checked before each send; when it returns True, stop early (a stream that
+    runs until the scenario says so)."""
     first_seq = ledger.published
     sent = 0
     max_lag = 0.0
     started_ns = 0
     clock = time.monotonic
     while sent < schedule.total:
+        if until is not None and until():
+            break
         now = clock()
         due = schedule.due_by(now)
         if due <= sent:
@@ -213,7 +219,9 @@ async def publish_on_schedule(
         batch = []
         for i in range(sent, sent + count):
             channel = pick(i)
-            batch.append((channel_name(channel), payload(ledger.record(channel), stamp, padding)))
+            batch.append(
+                (channel_name(channel), payload(ledger.record(channel, stamp), stamp, padding))
+            )
         await publisher.send(batch)
         sent += count
     return PublishOutcome(

@@ -65,6 +65,36 @@ class Result:
     generator_bottleneck: bool = False
     #: The ramp's answer: the highest rate that passed.
     best_rate: float | None = None
+    #: storm, stormload, restart: seconds from the start of the connect phase until the
+    #: last client was subscribed (retries and backoff included).
+    all_subscribed_s: float | None = None
+    #: Connect attempts refused with HTTP 503 (pushhub's max_handshakes), and failed
+    #: attempts retried after the browser client's backoff.
+    connect_refused: int | None = None
+    connect_retries: int | None = None
+    #: storm: data frames and presence lines (join, leave, presence_count) the clients
+    #: received from the start of the storm until the frames stopped.
+    frames_received: int | None = None
+    presence_events_received: int | None = None
+    #: restart: SIGTERM to exit, SIGTERM to ready again, SIGTERM to every client
+    #: subscribed again; per client, SIGTERM to its new subscription (p50, p99).
+    restart_stop_s: float | None = None
+    outage_s: float | None = None
+    all_back_s: float | None = None
+    reconnected: int | None = None
+    reconnect_failures: int | None = None
+    reconnect_p50_ms: float | None = None
+    reconnect_p99_ms: float | None = None
+    #: Receipts outside their connection's counting window (published while it was
+    #: down, or in the guard before the restart): received, not counted.
+    uncounted: int | None = None
+    #: stormload: the storm of new clients while the stream runs; the latency fields are
+    #: the stream's during the storm, this one its p99 before the storm.
+    storm_clients: int | None = None
+    storm_connected: int | None = None
+    storm_failures: int | None = None
+    storm_connect_per_s: float | None = None
+    baseline_latency_p99_ms: float | None = None
     ok: bool = True
     notes: list[str] = field(default_factory=list)
 
@@ -88,6 +118,10 @@ RATIO_METRICS = (
     ("latency p50", "latency_p50_ms"),
     ("latency p99", "latency_p99_ms"),
     ("connect rate", "connect_per_s"),
+    ("time until all subscribed", "all_subscribed_s"),
+    ("time until all back", "all_back_s"),
+    ("reconnect p99", "reconnect_p99_ms"),
+    ("storm connect rate", "storm_connect_per_s"),
     ("server CPU", "server_cpu_pct"),
     ("server RSS", "server_rss_mib"),
     ("RSS per connection", "rss_per_conn_kib"),
@@ -145,6 +179,46 @@ COLUMNS: Sequence[Column] = (
     ("ok", lambda r: "yes" if r.ok else "NO"),
     ("notes", lambda r: "; ".join(_notes(r))),
 )
+
+
+#: The connect-and-reconnect table, for the scenarios that measure connecting.
+CONNECT_COLUMNS: Sequence[Column] = (
+    ("target", lambda r: r.target),
+    ("scenario", lambda r: r.scenario),
+    ("clients", lambda r: _fmt(r.clients)),
+    ("channels", lambda r: _fmt(r.channels)),
+    ("presence", lambda r: _fmt(r.presence)),
+    ("all subscribed s", lambda r: _fmt(r.all_subscribed_s, 2)),
+    ("conn/s", lambda r: _fmt(r.connect_per_s)),
+    ("refused (503)", lambda r: _fmt(r.connect_refused)),
+    ("frames", lambda r: _fmt(r.frames_received)),
+    ("presence lines", lambda r: _fmt(r.presence_events_received)),
+    ("storm conn/s", lambda r: _fmt(r.storm_connect_per_s)),
+    ("outage s", lambda r: _fmt(r.outage_s, 2)),
+    ("all back s", lambda r: _fmt(r.all_back_s, 2)),
+    ("reconnect p50 / p99 ms", lambda r: _pair(r.reconnect_p50_ms, r.reconnect_p99_ms)),
+    ("stream p99 ms", lambda r: _fmt(r.latency_p99_ms, 2)),
+    ("srv CPU %", lambda r: _fmt(r.server_cpu_pct, 0)),
+    ("ok", lambda r: "yes" if r.ok else "NO"),
+)
+
+#: Scenarios whose records also go into the connect-and-reconnect table.
+CONNECT_SCENARIOS = ("storm", "stormload", "restart")
+
+
+def _pair(a: float | None, b: float | None) -> str:
+    return "-" if a is None and b is None else f"{_fmt(a, 0)} / {_fmt(b, 0)}"
+
+
+def connect_table(results: Iterable[Result]) -> str:
+    """Connect and reconnect figures of the storm, stormload and restart records
+    (empty when there are none)."""
+    rows = [r for r in results if r.scenario in CONNECT_SCENARIOS]
+    if not rows:
+        return ""
+    return _table(
+        [c[0] for c in CONNECT_COLUMNS], ([f(r) for _, f in CONNECT_COLUMNS] for r in rows)
+    )
 
 
 def _notes(result: Result) -> list[str]:

@@ -43,6 +43,9 @@ class ChannelOptions:
     #: may subscribe there, and members' ids and info are not anyone's business.
     presence_read: bool = True
     history_read: bool = True
+    #: Past this many members (users), join and leave events stop and subscribers get
+    #: ``presence_count`` updates instead (0: no bound). See docs/presence.md.
+    join_leave_max_members: int = 1000
 
 
 DEFAULT_OPTIONS = ChannelOptions()
@@ -56,7 +59,11 @@ class ChannelRule:
 
 _OPTION_TYPES: dict[str, type] = {f.name: type(f.default) for f in fields(ChannelOptions)}
 _CHOICES = {"subscribe": ("public", "authenticated", "granted")}
-_INT_BOUNDS = {"history_size": (1, 100_000), "history_ttl": (1, 365 * 86400)}
+_INT_BOUNDS = {
+    "history_size": (1, 100_000),
+    "history_ttl": (1, 365 * 86400),
+    "join_leave_max_members": (0, 10_000_000),
+}
 
 #: A pattern: channel-name characters plus the wildcards ``*`` (any run) and ``?`` (one).
 PATTERN_RE = re.compile(r"[A-Za-z0-9_\-:.@=+#$!~*?]{1,255}")

@@ -76,6 +76,10 @@ class Settings:
     #: A presence entry not refreshed for this long expires: 3 heartbeats, so one
     #: missed heartbeat never drops a member.
     presence_ttl: float = 15.0
+    #: Join and leave events of a channel are gathered for this long and sent as one
+    #: frame (docs/presence.md): a client gets at most one presence frame per channel
+    #: per tick, however many join at once.
+    presence_tick: float = 0.1
     #: A node that has not renewed its lease for this long is dead; a surviving node
     #: removes its members. The crash bound is about this plus one second.
     node_lease_ttl: float = 5.0
@@ -115,6 +119,10 @@ class Settings:
     #: Open connections (HTTP and WebSocket) this node holds at once; beyond it, new
     #: requests get 503. Sized for the file-descriptor limit (docs/security.md).
     max_connections: int = 20_000
+    #: WebSocket handshakes in progress at once (from the upgrade request until the app
+    #: accepts or refuses the socket); beyond it, upgrades get 503 with Retry-After at
+    #: once, so a reconnect storm cannot starve the clients already connected.
+    max_handshakes: int = 500
     #: HTTP request line and headers: most bytes, and seconds to receive them. A
     #: connection that sends nothing is closed after ``header_timeout`` too.
     max_header_bytes: int = 32 * 1024
@@ -314,6 +322,7 @@ PARSERS: dict[str, Parser] = {
     "shutdown_timeout": _float(0, 3600),
     "presence_heartbeat": _float(0.05, 600),
     "presence_ttl": _float(0.2, 3600),
+    "presence_tick": _float(0.005, 5),
     "node_lease_ttl": _float(0.2, 600),
     "max_presence_info": _int(0, 64 * 1024),
     "recovery_max": _int(1, 10_000),
@@ -344,6 +353,7 @@ PARSERS: dict[str, Parser] = {
     "query_rate": _float(0.1, 100_000),
     "query_burst": _int(1, 1_000_000),
     "max_connections": _int(1, 10_000_000),
+    "max_handshakes": _int(1, 1_000_000),
     "max_header_bytes": _int(4 * 1024, 1024 * 1024),
     "header_timeout": _float(0.5, 600),
     "keepalive_timeout": _float(0.5, 600),

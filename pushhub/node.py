@@ -24,7 +24,7 @@ from pushhub import auth, protocol
 from pushhub.channels import ChannelRules
 from pushhub.config import Settings
 from pushhub.connection import Connection, ConnectionState, Outbox, Sender
-from pushhub.engine.base import Engine, PresenceEntry, PresenceMember
+from pushhub.engine.base import Engine, PresenceCount, PresenceEntry, PresenceMember
 from pushhub.errors import (
     EngineError,
     EngineUnavailable,
@@ -34,6 +34,7 @@ from pushhub.errors import (
 )
 from pushhub.hub import MAX_HELD, Hub
 from pushhub.presence import PresenceManager
+from pushhub.presence_feed import PresenceFeed
 from pushhub.ratelog import RateLimitedLog
 from pushhub.recovery import Held, StreamTracker, Verdict, can_recover, caught_up
 from pushhub.session import Session
@@ -55,6 +56,11 @@ def member_json(member: PresenceMember, max_depth: int = protocol.MAX_JSON_DEPTH
     value reaches the client as a string rather than as broken JSON."""
     info = protocol.payload_data(member.info, max_depth) if member.info else None
     return {**protocol.member_fields(member.key), "connections": member.connections, "info": info}
+
+
+def _past(limit: int, counts: PresenceCount | None) -> bool:
+    """Whether a channel with ``counts`` is past its member bound ``limit`` (0: none)."""
+    return bool(limit) and counts is not None and counts.users > limit
 
 
 class _Unrecoverable(Exception):
@@ -105,6 +111,12 @@ class Node:
         self._locks: dict[str, _ChannelLock] = {}
         #: Durable channels held here: the newest position delivered, to detect loss.
         self.streams = StreamTracker()
+        #: Join and leave events gathered per channel until the next presence tick.
+        self.presence_feed = PresenceFeed(
+            lambda channel: self.rules.options(channel).join_leave_max_members,
+            settings.outbound_queue_bytes // 4,
+        )
+        self._tick: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         #: Connections whose close was decided -> the task releasing what they held.
         self._releasing: dict[Connection, asyncio.Task[None]] = {}
@@ -132,6 +144,8 @@ class Node:
         if self._releasing:
             # Connections closed by the shutdown: let their leave events out first.
             await asyncio.wait(tuple(self._releasing.values()), timeout=2)
+        if self._tick is not None:
+            self._tick.cancel()
         for task in tuple(self._tasks):
             task.cancel()
         await self.presence.close()
@@ -200,34 +214,53 @@ class Node:
         frame = protocol.message(channel, data, offset, epoch)
         self.messages_delivered += self.hub.broadcast(channel, frame, offset)
 
-    def on_join(self, channel: str, member: str, info: bytes | None) -> None:
-        """A member's first connection joined: shown where the channel shows joins and
-        leaves and lets its subscribers read presence."""
-        self.messages_received += 1
-        if not self.hub.has_subscribers(channel):
-            return
-        try:
-            if self._shows_presence(channel):
-                frame = protocol.join_event(channel, member, info)
-                self.messages_delivered += self.hub.broadcast(channel, frame)
-        except Exception:
-            self._delivery_failed(channel)
+    def on_join(
+        self, channel: str, member: str, info: bytes | None, counts: PresenceCount | None
+    ) -> None:
+        """A member's first connection joined: shown, in the channel's next presence
+        frame, where the channel shows joins and leaves and lets its subscribers read
+        presence (past its member bound, as counts)."""
+        self._on_presence(channel, counts, protocol.join_event, member, info)
 
-    def on_leave(self, channel: str, member: str) -> None:
+    def on_leave(self, channel: str, member: str, counts: PresenceCount | None) -> None:
         """A member's last connection left (see ``on_join``)."""
+        self._on_presence(channel, counts, protocol.leave_event, member)
+
+    def _on_presence(
+        self,
+        channel: str,
+        counts: PresenceCount | None,
+        event: Callable[..., str],
+        *args: Any,
+    ) -> None:
         self.messages_received += 1
         if not self.hub.has_subscribers(channel):
             return
         try:
-            if self._shows_presence(channel):
-                frame = protocol.leave_event(channel, member)
-                self.messages_delivered += self.hub.broadcast(channel, frame)
+            options = self.rules.options(channel)
+            if options.join_leave and options.presence_read:
+                # Past the member bound only the counts go out: no line is encoded.
+                past = _past(options.join_leave_max_members, counts)
+                self._feed(channel, None if past else event(channel, *args), counts)
         except Exception:
             self._delivery_failed(channel)
 
-    def _shows_presence(self, channel: str) -> bool:
-        options = self.rules.options(channel)
-        return options.join_leave and options.presence_read
+    def _feed(self, channel: str, line: str | None, counts: PresenceCount | None) -> None:
+        """Gather a presence event into its channel's tick (see presence_feed.py)."""
+        users, connections = (counts.users, counts.connections) if counts else (-1, -1)
+        if self.presence_feed.add(channel, line, users, connections) and self._tick is None:
+            self._tick = asyncio.get_running_loop().call_later(
+                self.settings.presence_tick, self._flush_presence
+            )
+
+    def _flush_presence(self) -> None:
+        """One tick: each channel's gathered presence events as one frame."""
+        self._tick = None
+        for channel, frame in self.presence_feed.flush():
+            try:
+                self.messages_delivered += self.hub.broadcast(channel, frame)
+            except Exception:
+                self._delivery_failed(channel)
 
     def _lost(self, channel: str, why: str) -> None:
         """Tell every local subscriber of ``channel`` to resubscribe from its position."""
@@ -246,6 +279,7 @@ class Node:
             await self.presence.leave(channel, conn.id)
         async with self._channel_lock(channel):
             if not self.hub.has_subscribers(channel):
+                self.presence_feed.forget(channel)
                 await self.engine.unsubscribe(channel)
 
     async def _heartbeat(self) -> None:
@@ -539,6 +573,7 @@ class Node:
         async with self._channel_lock(channel):
             if not self.hub.has_subscribers(channel):
                 self.streams.forget(channel)
+                self.presence_feed.forget(channel)
                 await self.engine.unsubscribe(channel)
 
     # -- presence ------------------------------------------------------------------------

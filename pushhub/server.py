@@ -50,6 +50,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from uvicorn.server import ServerState
 
 from pushhub.config import Settings
+from pushhub.ratelog import RateLimitedLog
 
 logger = logging.getLogger("pushhub.server")
 
@@ -66,6 +67,39 @@ _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 _DEFAULTS = Settings()
+
+
+class Handshakes:
+    """WebSocket handshakes in progress on this server: from the upgrade request until
+    the app accepts or refuses the socket, or the socket is lost. Past ``limit`` an
+    upgrade is answered 503 with ``Retry-After`` at once, before any app work: during a
+    reconnect storm the event loop's backlog of handshakes stays bounded, and the
+    clients already connected keep getting their messages. The phase counted is one the
+    server alone decides the length of (nothing waits on the client in it), so a client
+    cannot hold a slot."""
+
+    __slots__ = ("_refusals", "in_progress", "limit", "refused")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_progress = 0
+        self.refused = 0
+        self._refusals = RateLimitedLog(logger, interval=10.0)
+
+    def admit(self) -> bool:
+        if self.in_progress >= self.limit:
+            self.refused += 1
+            self._refusals.warning(
+                "handshakes",
+                "refused WebSocket upgrades with 503: %d handshakes in progress (max_handshakes)",
+                self.in_progress,
+            )
+            return False
+        self.in_progress += 1
+        return True
+
+    def done(self) -> None:
+        self.in_progress -= 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +149,7 @@ class TransportGuard(asyncio.Transport):
         "_lost",
         "_stall",
         "_transport",
+        "handshake",
         "write_paused",
     )
 
@@ -133,6 +168,8 @@ class TransportGuard(asyncio.Transport):
         #: Whether the transport asked its protocol to stop writing; a protocol taking
         #: the connection over (the WebSocket upgrade) starts from it.
         self.write_paused = False
+        #: The handshake count this connection holds a place in, until it is done.
+        self.handshake: Handshakes | None = None
 
     @classmethod
     def around(
@@ -196,6 +233,13 @@ class TransportGuard(asyncio.Transport):
         """The connection is gone (the protocol's ``connection_lost``)."""
         self._lost = True
         self._cancel_timers()
+        self.handshake_done()
+
+    def handshake_done(self) -> None:
+        """The WebSocket handshake is over (accepted, refused or lost): once."""
+        handshake, self.handshake = self.handshake, None
+        if handshake is not None:
+            handshake.done()
 
     def _close_expired(self) -> None:
         self._deadline = None
@@ -410,7 +454,11 @@ class PushhubWebSocketProtocol(_Guarded, WebSocketsSansIOProtocol):
         self.guard.abort_for(f"no pong within {self.ping_timeout:g}s", logging.DEBUG)
 
     async def send(self, message: Any) -> None:
-        await super().send(message)
+        try:
+            await super().send(message)
+        finally:
+            if self.handshake_complete:
+                self.guard.handshake_done()
         if message["type"] == "websocket.accept" and self.handshake_complete:
             # Accepted: the handshake's request and response (with their headers) and
             # the scope's header list are not read again: about 6 KiB per socket.
@@ -433,7 +481,11 @@ class PushhubWebSocketProtocol(_Guarded, WebSocketsSansIOProtocol):
 
 class PushhubHttpProtocol(_Guarded, HttpToolsProtocol):
     """uvicorn's httptools protocol, with a header deadline and size cap, bounded
-    closes and stalls, and ``max_connections`` applied to WebSocket upgrades."""
+    closes and stalls, and ``max_connections`` and ``max_handshakes`` applied to
+    WebSocket upgrades."""
+
+    #: Shared by every connection of a server (``protocols`` binds one per server).
+    handshakes: ClassVar[Handshakes] = Handshakes(_DEFAULTS.max_handshakes)
 
     def __init__(
         self,
@@ -524,6 +576,10 @@ class PushhubHttpProtocol(_Guarded, HttpToolsProtocol):
             self.logger.warning("Exceeded concurrency limit.")
             self._refuse(503, b"Service Unavailable", retry=True)
             return
+        if not self.handshakes.admit():
+            self._refuse(503, b"Too many WebSocket handshakes in progress", retry=True)
+            return
+        self.guard.handshake = self.handshakes
         self._upgraded = True
         super().handle_websocket_upgrade()
 
@@ -586,6 +642,7 @@ def protocols(
 
     class HttpProtocol(PushhubHttpProtocol):
         limits = bound
+        handshakes = Handshakes(settings.max_handshakes)
 
     class WebSocketProtocol(PushhubWebSocketProtocol):
         limits = bound

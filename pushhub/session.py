@@ -345,15 +345,20 @@ class Session:
         await self.node.unsubscribe(self.conn, command.channel)
         self.conn.send(protocol.unsubscribed(command.channel, command.id))
 
-    async def presence(self, command: protocol.Presence) -> None:
+    def _check_query(self, channel: str, readable: bool, what: str) -> None:
+        """A presence or history query: within the budget, on a channel this client
+        holds and whose ``what`` its subscribers may read."""
         self._take_query()
-        channel = command.channel
         if channel not in self.conn.channels:
             raise ProtocolError(
-                ErrorCode.NOT_SUBSCRIBED, "subscribe to a channel to see its presence"
+                ErrorCode.NOT_SUBSCRIBED, f"subscribe to a channel to read its {what}"
             )
-        if not self.node.rules.options(channel).presence_read:
-            raise ProtocolError(ErrorCode.FORBIDDEN, "presence of this channel is not readable")
+        if not readable:
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"{what} of this channel is not readable")
+
+    async def presence(self, command: protocol.Presence) -> None:
+        channel = command.channel
+        self._check_query(channel, self.node.rules.options(channel).presence_read, "presence")
         members, next_cursor = await self.node.presence_page(channel, command.limit, command.cursor)
         self.conn.send(protocol.presence_reply(channel, members, next_cursor, command.id))
 
@@ -372,14 +377,8 @@ class Session:
         self.conn.send(protocol.published(command.channel, command.id, position))
 
     async def history(self, command: protocol.History) -> None:
-        self._take_query()
         channel = command.channel
-        if channel not in self.conn.channels:
-            raise ProtocolError(
-                ErrorCode.NOT_SUBSCRIBED, "subscribe to a channel to read its history"
-            )
-        if not self.node.rules.options(channel).history_read:
-            raise ProtocolError(ErrorCode.FORBIDDEN, "history of this channel is not readable")
+        self._check_query(channel, self.node.rules.options(channel).history_read, "history")
         position, messages, next_since = await self.node.history(
             channel, command.since, command.limit, command.reverse
         )

@@ -10,7 +10,7 @@ const SAMPLES_MAX = 120; // points per chart
 // ---- connection ------------------------------------------------------------------------
 
 let hub = null;
-/** channel -> { item, badge, note, list, members: Map | null } */
+/** channel -> { item, badge, note, list, members: Map | null, counts: {users, connections} | null } */
 const channels = new Map();
 
 $("ws-url").value = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
@@ -132,7 +132,7 @@ function addChannel(channel) {
   list.setAttribute("aria-label", `Members of ${channel}`);
   item.append(head, note, list);
   $("subscriptions").append(item);
-  channels.set(channel, { item, badge, note, list, members: null });
+  channels.set(channel, { item, badge, note, list, members: null, counts: null });
   $("no-subscriptions").hidden = true;
   const option = document.createElement("option");
   option.value = channel;
@@ -171,6 +171,19 @@ function attach(channel) {
       tail("leave", channel, memberName(member));
       renderChannel(channel);
     },
+    onCount: (counts) => {
+      const entry = channels.get(channel);
+      if (!entry) return;
+      if (counts.joinLeave) {
+        // Back under the member bound (or events were dropped): read the list again.
+        entry.counts = null;
+        loadPresence(channel);
+        return;
+      }
+      entry.counts = counts;
+      entry.members = null;
+      renderChannel(channel);
+    },
     onSubscribed: (info) => {
       const recovery =
         info.recovered === true
@@ -203,7 +216,7 @@ async function loadPresence(channel) {
       err.code === "not_found" ? "presence is off for this channel" : `presence: ${err.code}`;
   }
   const entry = channels.get(channel);
-  if (!entry) return; // unsubscribed meanwhile
+  if (!entry || entry.counts) return; // unsubscribed, or counting, meanwhile
   entry.members = members;
   renderChannel(channel, problem);
 }
@@ -219,7 +232,10 @@ function renderChannel(channel, problem) {
   entry.badge.dataset.state = state;
   entry.badge.textContent = state;
   if (problem !== undefined) entry.note.textContent = problem;
-  else if (state === "subscribed" && entry.members) {
+  else if (state === "subscribed" && entry.counts) {
+    const { users, connections } = entry.counts;
+    entry.note.textContent = `${users} users, ${connections} connections (too many to list live)`;
+  } else if (state === "subscribed" && entry.members) {
     entry.note.textContent = `${entry.members.size} member${entry.members.size === 1 ? "" : "s"}`;
   } else if (state !== "subscribed") entry.note.textContent = "";
   const names = entry.members && state === "subscribed" ? [...entry.members.values()] : [];

@@ -10,6 +10,15 @@ export interface Position {
   epoch: string;
 }
 
+/** A channel's member counts (a `presence_count` event). */
+export interface PresenceCounts {
+  users: number;
+  connections: number;
+  /** false: the channel has more members than its bound, and join and leave events
+   * stopped; true: they go on from here, so read the member list again. */
+  joinLeave: boolean;
+}
+
 /** A presence member: a user, or an anonymous connection (`user` null, `client` set). */
 export interface Member {
   user: string | null;
@@ -148,6 +157,8 @@ export interface SubscriptionOptions {
   onMessage?: (data: Json, event: PushhubMessage) => void;
   onJoin?: (member: Member) => void;
   onLeave?: (member: Member) => void;
+  /** Member counts, sent instead of join and leave past the channel's member bound. */
+  onCount?: (counts: PresenceCounts) => void;
   onSubscribed?: (info: SubscribedInfo) => void;
   onError?: (error: PushhubError) => void;
   /** Recover from this position on the first subscribe (e.g. one saved across reloads). */
@@ -160,6 +171,7 @@ interface SubscriptionEvents {
   message: (data: Json, event: PushhubMessage) => void;
   join: (member: Member) => void;
   leave: (member: Member) => void;
+  count: (counts: PresenceCounts) => void;
   subscribed: (info: SubscribedInfo) => void;
   error: (error: PushhubError) => void;
 }

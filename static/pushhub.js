@@ -81,7 +81,8 @@ function defaultUrl() {
 }
 
 /** One channel of a Pushhub connection. Made by `hub.subscribe()`. Events: `message`
- * (data, event), `join` (member), `leave` (member), `subscribed` (info), `error` (err). */
+ * (data, event), `join` (member), `leave` (member), `count` (counts), `subscribed`
+ * (info), `error` (err). */
 export class Subscription extends Emitter {
   #hub;
   #token;
@@ -106,6 +107,7 @@ export class Subscription extends Emitter {
     if (o.onMessage) this.on("message", o.onMessage);
     if (o.onJoin) this.on("join", o.onJoin);
     if (o.onLeave) this.on("leave", o.onLeave);
+    if (o.onCount) this.on("count", o.onCount);
     if (o.onSubscribed) this.on("subscribed", o.onSubscribed);
     if (o.onError) this.on("error", o.onError);
   }
@@ -127,6 +129,14 @@ export class Subscription extends Emitter {
         this.position = { offset: ev.offset, epoch: ev.epoch };
       }
       this._emit("message", ev.data, ev);
+    } else if (ev.type === "presence_count") {
+      // Past the channel's member bound the server sends counts instead of join and
+      // leave; joinLeave true means events go on from here: read the member list again.
+      this._emit("count", {
+        users: ev.users,
+        connections: ev.connections,
+        joinLeave: ev.join_leave === true,
+      });
     } else {
       const member = { user: ev.user ?? null, info: ev.info ?? null };
       if (ev.client) member.client = ev.client;
@@ -623,6 +633,7 @@ export class Pushhub extends Emitter {
       case "message":
       case "join":
       case "leave":
+      case "presence_count":
         if (sub && (sub.state === "subscribed" || sub.state === "subscribing")) sub._event(ev);
         break;
       case "unsubscribed":

@@ -8,12 +8,13 @@ classes below.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from pushhub import protocol
+from pushhub.engine.base import PresenceCount
 from pushhub.stream import Position
 
 
@@ -27,11 +28,15 @@ class Durable:
 class Join:
     member: str
     info: bytes | None
+    #: The channel's counts after the join; not compared, so tests about who joined
+    #: read as they did (tests about counts look at them).
+    counts: PresenceCount | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class Leave:
     member: str
+    counts: PresenceCount | None = field(default=None, compare=False)
 
 
 #: One event: the payload bytes of a plain message, or one of the classes above.
@@ -51,11 +56,13 @@ class Recorder:
     def on_durable(self, channel: str, position: Position, payload: bytes) -> None:
         self.received.put_nowait((channel, Durable(position, payload)))
 
-    def on_join(self, channel: str, member: str, info: bytes | None) -> None:
-        self.received.put_nowait((channel, Join(member, info)))
+    def on_join(
+        self, channel: str, member: str, info: bytes | None, counts: PresenceCount | None
+    ) -> None:
+        self.received.put_nowait((channel, Join(member, info, counts)))
 
-    def on_leave(self, channel: str, member: str) -> None:
-        self.received.put_nowait((channel, Leave(member)))
+    def on_leave(self, channel: str, member: str, counts: PresenceCount | None) -> None:
+        self.received.put_nowait((channel, Leave(member, counts)))
 
     def on_resubscribed(self) -> None:
         self.resubscribed += 1
@@ -70,10 +77,12 @@ class Ignore:
     def on_durable(self, channel: str, position: Position, payload: bytes) -> None:
         pass
 
-    def on_join(self, channel: str, member: str, info: bytes | None) -> None:
+    def on_join(
+        self, channel: str, member: str, info: bytes | None, counts: PresenceCount | None
+    ) -> None:
         pass
 
-    def on_leave(self, channel: str, member: str) -> None:
+    def on_leave(self, channel: str, member: str, counts: PresenceCount | None) -> None:
         pass
 
     def on_resubscribed(self) -> None:

@@ -10,9 +10,13 @@ from __future__ import annotations
 from load.scenarios.base import Scenario
 from load.scenarios.fanout import Fanout
 from load.scenarios.idle import Idle
+from load.scenarios.restart import Restart
 from load.scenarios.storm import Storm
+from load.scenarios.stormload import StormLoad
 from load.scenarios.targeted import Targeted
 
-REGISTRY: dict[str, Scenario] = {s.name: s for s in (Fanout(), Targeted(), Idle(), Storm())}
+REGISTRY: dict[str, Scenario] = {
+    s.name: s for s in (Fanout(), Targeted(), Idle(), Storm(), StormLoad(), Restart())
+}
 
 __all__ = ["REGISTRY", "Scenario"]

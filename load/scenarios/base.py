@@ -62,3 +62,21 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
         default=2000.0,
         help="rate of the final one-message-per-channel check (default 2000)",
     )
+
+
+def add_retry_argument(parser: argparse.ArgumentParser) -> None:
+    """Scenarios whose clients retry refused or failed connects (storm, stormload, restart)."""
+    parser.add_argument(
+        "--retry-for",
+        type=float,
+        default=120.0,
+        help="seconds a client keeps retrying a refused (503) or failed connect with the "
+        "browser client's backoff before it counts as failed (default 120; 0: no retry)",
+    )
+    parser.add_argument(
+        "--max-handshakes",
+        type=int,
+        default=None,
+        help="pushhub's max_handshakes for the run: upgrades past this many handshakes in "
+        "progress get 503 (default: pushhub's own, 500)",
+    )

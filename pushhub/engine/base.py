@@ -87,13 +87,17 @@ class EngineEvents(Protocol):
         """A message of a durable channel, with the position ``publish_durable`` gave it,
         and its payload exactly as published."""
 
-    def on_join(self, channel: str, member: str, info: bytes | None) -> None:
+    def on_join(
+        self, channel: str, member: str, info: bytes | None, counts: PresenceCount | None
+    ) -> None:
         """A member's first connection joined ``channel``. ``info`` is the member's info
         as a compact JSON object (never deeper than the engine was told to accept), or
-        None."""
+        None. ``counts`` are the channel's users and connections right after the join
+        (None where the event did not say: an older node's, during a rolling upgrade)."""
 
-    def on_leave(self, channel: str, member: str) -> None:
-        """A member's last connection left ``channel`` (or expired, or was reaped)."""
+    def on_leave(self, channel: str, member: str, counts: PresenceCount | None) -> None:
+        """A member's last connection left ``channel`` (or expired, or was reaped);
+        ``counts`` as for ``on_join``, right after the leave."""
 
     def on_resubscribed(self) -> None:
         """The engine re-established its subscriptions after an outage: events may have

@@ -6,8 +6,8 @@ payloads (``redis-cli PUBLISH``) and pushhub's own events. pushhub's own start w
 byte 0x1E (ASCII record separator), which no JSON text starts with: a JSON header, then,
 for a durable message, a newline and the payload exactly as published::
 
-    \\x1e{"t":"join","m":"u:alice","i":{"name":"Alice"}}     lua/presence.lua
-    \\x1e{"t":"leave","m":"u:alice"}                         lua/presence.lua
+    \\x1e{"t":"join","m":"u:alice","i":{"name":"Alice"},"u":3,"c":4}   lua/presence.lua
+    \\x1e{"t":"leave","m":"u:alice","u":2,"c":2}                       lua/presence.lua
     \\x1e{"t":"msg","o":7,"e":"6b0bf94cc87b9"}\\n<payload>    lua/durable.lua
 
 The Lua scripts write these bytes; ``dispatch`` is the one place they are read (the
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import orjson
 
-from pushhub.engine.base import EngineEvents
+from pushhub.engine.base import EngineEvents, PresenceCount
 from pushhub.protocol import MAX_JSON_DEPTH, too_deep
 from pushhub.stream import Position
 
@@ -53,14 +53,18 @@ def dispatch(
     member = header.get("m")
     if not isinstance(member, str):
         return False
+    users, conns = header.get("u"), header.get("c")
+    # Counts came with batched presence; an older node's event (a rolling upgrade) has none.
+    counts = PresenceCount(users, conns) if type(users) is int and type(conns) is int else None
     if kind == "join":
         info = header.get("i")
         # Re-encoded, so the info reaches the node in orjson's compact form whatever
         # Redis held; anything but an object shows as no info.
-        events.on_join(channel, member, orjson.dumps(info) if isinstance(info, dict) else None)
+        info_json = orjson.dumps(info) if isinstance(info, dict) else None
+        events.on_join(channel, member, info_json, counts)
         return True
     if kind == "leave":
-        events.on_leave(channel, member)
+        events.on_leave(channel, member, counts)
         return True
     return False
 
@@ -68,14 +72,22 @@ def dispatch(
 # -- encoders: what the Lua writes, for tests --------------------------------------------
 
 
-def join(member: str, info: bytes | None) -> bytes:
-    """A join as lua/presence.lua publishes it (``info``: the stored JSON, or null)."""
-    return MARK + b'{"t":"join","m":' + orjson.dumps(member) + b',"i":' + (info or b"null") + b"}"
+def _counted(counts: PresenceCount | None) -> bytes:
+    if counts is None:
+        return b"}"
+    return b',"u":%d,"c":%d}' % (counts.users, counts.connections)
 
 
-def leave(member: str) -> bytes:
+def join(member: str, info: bytes | None, counts: PresenceCount | None = None) -> bytes:
+    """A join as lua/presence.lua publishes it (``info``: the stored JSON, or null;
+    without ``counts``, as a node before batched presence published it)."""
+    head = b'{"t":"join","m":' + orjson.dumps(member) + b',"i":' + (info or b"null")
+    return MARK + head + _counted(counts)
+
+
+def leave(member: str, counts: PresenceCount | None = None) -> bytes:
     """A leave as lua/presence.lua publishes it."""
-    return MARK + b'{"t":"leave","m":' + orjson.dumps(member) + b"}"
+    return MARK + b'{"t":"leave","m":' + orjson.dumps(member) + _counted(counts)
 
 
 def message(offset: int, epoch: str, payload: bytes) -> bytes:

@@ -107,9 +107,10 @@ class MemoryBroker:
                 info = state.info[entry.member]
                 if info is not None and not info.startswith(b"{"):
                     info = None  # as Redis shows it: anything but an object is no info
+                counts = PresenceCount(len(state.keys), len(state.conns))
                 for events in self.receivers(channel):
                     try:
-                        events.on_join(channel, entry.member, info)
+                        events.on_join(channel, entry.member, info, counts)
                     except Exception:
                         _handler_failed(events)
 
@@ -126,9 +127,10 @@ class MemoryBroker:
             state.info.pop(member, None)
             del state.keys[bisect.bisect_left(state.keys, member)]
             if emit:
+                counts = PresenceCount(len(state.keys), len(state.conns))
                 for events in self.receivers(channel):
                     try:
-                        events.on_leave(channel, member)
+                        events.on_leave(channel, member, counts)
                     except Exception:
                         _handler_failed(events)
         if not state.conns:

@@ -412,3 +412,28 @@ export async function aRefusedConnectFollowsTheServersCloseCode() {
   }
   return outcomes;
 }
+
+export async function presenceEventsComeInOneFrameAndCountsPastTheBound() {
+  const { FakeSocket, sockets } = fakeServer(basics());
+  const hub = new Pushhub({ url: "ws://fake/ws", WebSocket: FakeSocket, ...fast });
+  const seen = [];
+  hub.subscribe("room:1", {
+    onJoin: (m) => seen.push(["join", m.user ?? m.client]),
+    onLeave: (m) => seen.push(["leave", m.user ?? m.client]),
+    onCount: (c) => seen.push(["count", c.users, c.connections, c.joinLeave]),
+  });
+  hub.connect();
+  await until(() => hub.getSubscription("room:1").state === "subscribed", "subscribed");
+  const ws = sockets[0];
+  // One tick's events: several lines in one frame.
+  ws.push(
+    { type: "join", channel: "room:1", user: "ada", info: null },
+    { type: "join", channel: "room:1", user: null, client: "n.9", info: null },
+    { type: "leave", channel: "room:1", user: "ada" },
+  );
+  ws.push({ type: "presence_count", channel: "room:1", users: 1001, connections: 1200, join_leave: false });
+  ws.push({ type: "presence_count", channel: "room:2", users: 5, connections: 5, join_leave: false });
+  ws.push({ type: "presence_count", channel: "room:1", users: 999, connections: 1000, join_leave: true });
+  hub.close();
+  return seen;
+}

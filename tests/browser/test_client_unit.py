@@ -161,3 +161,15 @@ def test_a_refused_connect_follows_the_close_code_the_server_sends_after_it(
         "unauthorized 4501": {"state": "failed", "code": 4501, "sockets": 1},
         "bad_request null": {"state": "failed", "code": 4500, "sockets": 1},
     }
+
+
+def test_a_ticks_presence_events_in_one_frame_and_counts_past_the_bound_reach_the_app(
+    unit: Callable[[str], Any],
+) -> None:
+    assert unit("presenceEventsComeInOneFrameAndCountsPastTheBound") == [
+        ["join", "ada"],
+        ["join", "n.9"],
+        ["leave", "ada"],
+        ["count", 1001, 1200, False],
+        ["count", 999, 1000, True],
+    ]

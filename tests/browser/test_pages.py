@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
+import orjson
 import pytest
+from websockets.sync.client import ClientConnection, connect
 
 from tests.browser.conftest import ARTIFACTS, Tab
 from tests.support import PushhubNode, RedisServer
@@ -28,6 +32,17 @@ SERIES_PIXELS = """canvas => {
     }
     return n;
 }"""
+
+
+def _join(ws: ClientConnection, user: str, channel: str) -> None:
+    """Join ``channel`` as ``user`` over a blocking WebSocket (Playwright's sync API owns
+    this thread's event loop)."""
+    for n, frame in enumerate(
+        ({"type": "connect", "user": user}, {"type": "subscribe", "channel": channel}), 1
+    ):
+        ws.send(orjson.dumps({**frame, "id": n}).decode())
+        while not any(orjson.loads(line).get("id") == n for line in str(ws.recv(10)).split("\n")):
+            pass
 
 
 def _text(tab: Tab, selector: str) -> str:
@@ -87,6 +102,47 @@ def test_the_dashboard_connects_shows_live_counts_and_charts_without_console_err
     tab.wait("() => document.documentElement.scrollWidth <= window.innerWidth")
     page.screenshot(path=str(ARTIFACTS / "dashboard-narrow.png"), full_page=True)
 
+    assert tab.console_errors == [], tab.console_errors
+    assert tab.page_errors == [], tab.page_errors
+
+
+def test_the_dashboard_shows_counts_past_the_member_bound_and_the_list_again_below_it(
+    redis_url: str,
+    node_factory: Callable[..., PushhubNode],
+    open_tab: Callable[..., Tab],
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "pushhub.toml"
+    config.write_text('[[channels]]\npattern = "big:*"\njoin_leave_max_members = 2\n')
+    node = node_factory(redis_url, args=["--config", str(config)])
+    tab = open_tab(node.http + "/")
+    page = tab.page
+    page.fill("#user", "ops")
+    page.press("#user", "Enter")
+    page.wait_for_selector("#status[data-state=connected]")
+    page.fill("#channel", "big:1")
+    page.press("#channel", "Enter")
+    tab.wait("() => document.querySelector('#subscriptions .members')?.innerText === 'ops'")
+
+    with contextlib.ExitStack() as stack:
+        others = []
+        for user in ("ann", "ben", "cat"):
+            ws = stack.enter_context(connect(node.ws_url, open_timeout=10))
+            _join(ws, user, "big:1")
+            others.append(ws)
+        # Past the bound of 2: counts, no list.
+        tab.wait(
+            "() => document.querySelector('#subscriptions p.muted')?.textContent"
+            " === '4 users, 4 connections (too many to list live)'"
+        )
+        assert page.inner_text("#subscriptions .members") == "", "the stale list is gone"
+        for ws in others[1:]:
+            ws.close()
+        # Back within the bound: the list is read again and kept live.
+        tab.wait(
+            "() => [...document.querySelectorAll('#subscriptions .members li')]"
+            ".map(li => li.textContent).sort().join(',') === 'ann,ops'"
+        )
     assert tab.console_errors == [], tab.console_errors
     assert tab.page_errors == [], tab.page_errors
 

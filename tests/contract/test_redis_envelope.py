@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from pushhub.channels import ChannelOptions, ChannelRule
 from pushhub.engine import envelope
-from pushhub.engine.base import PresenceEntry
+from pushhub.engine.base import PresenceCount, PresenceEntry
 from pushhub.engine.redis import RedisEngine
 from pushhub.stream import Position
 from tests.engine_events import Durable, Join, Leave, Recorder
@@ -71,9 +71,9 @@ async def test_what_the_lua_publishes_is_what_the_envelope_module_describes(
 
     assert seen == [
         envelope.message(position.offset, position.epoch, payload),
-        envelope.join("u:alice", b'{"name":"Zo\xc3\xab"}'),
-        envelope.join("c:n1.2", None),
-        envelope.leave("u:alice"),
+        envelope.join("u:alice", b'{"name":"Zo\xc3\xab"}', PresenceCount(1, 1)),
+        envelope.join("c:n1.2", None, PresenceCount(2, 2)),
+        envelope.leave("u:alice", PresenceCount(1, 1)),
     ]
 
 

@@ -90,6 +90,29 @@ def test_scenario_defaults_come_from_the_scenario() -> None:
 
 
 def test_every_scenario_is_on_the_command_line() -> None:
-    assert set(REGISTRY) == {"fanout", "targeted", "idle", "storm"}
+    assert set(REGISTRY) == {"fanout", "targeted", "idle", "storm", "stormload", "restart"}
     for name in REGISTRY:
         assert options_from(build_parser().parse_args([name, "--no-pin"])).scenario == name
+
+
+def test_restart_streams_through_redis_and_its_clients_must_retry() -> None:
+    with pytest.raises(UsageError, match="publish redis"):
+        check(Options(scenario="restart", publish="http"))
+    with pytest.raises(UsageError, match="retry-for"):
+        check(Options(scenario="restart", retry_for=0))
+    assert check(Options(scenario="restart")).retry_for == 120.0
+
+
+def test_stormload_bounds_its_storm() -> None:
+    with pytest.raises(UsageError, match="storm-clients"):
+        check(Options(scenario="stormload", storm_clients=0))
+    with pytest.raises(UsageError, match="more than"):
+        check(Options(scenario="stormload", clients=30_000, storm_clients=30_000))
+
+
+def test_the_new_scenarios_defaults_one_channel_twenty_messages_a_second() -> None:
+    for name in ("restart", "stormload"):
+        opts = options_from(build_parser().parse_args([name, "--no-pin"]))
+        assert (opts.rate, REGISTRY[name].channels(opts.clients, opts.channels)) == (20.0, 1)
+    storm = options_from(build_parser().parse_args(["stormload", "--no-pin"]))
+    assert storm.storm_clients == 5000

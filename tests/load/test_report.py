@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from load.report import Result, markdown_table, ratio_table, ratios
+from load.report import Result, connect_table, markdown_table, ratio_table, ratios
 
 
 def sample(target: str, **fields: object) -> Result:
@@ -77,3 +77,18 @@ def test_ratio_table_lists_each_measured_metric() -> None:
     assert lines[0] == "| scenario | metric | reference | pushhub | pushhub / reference |"
     assert "| fanout | delivered msg/s | 100.00 | 90.00 | 0.90 |" in lines
     assert "| fanout | server RSS | 50.00 | 60.00 | 1.20 |" in lines
+
+
+def test_the_connect_table_lists_only_the_scenarios_that_measure_connecting() -> None:
+    storm = Result(scenario="storm", target="pushhub", clients=1000, channels=1, presence=True)
+    storm.frames_received, storm.presence_events_received = 3_000, 12_345
+    restart = Result(scenario="restart", target="reference", clients=10)
+    restart.reconnect_p50_ms, restart.reconnect_p99_ms, restart.all_back_s = 400.0, 1500.0, 1.6
+    fanout = Result(scenario="fanout", target="pushhub")
+    table = connect_table([storm, fanout, restart])
+    lines = table.splitlines()
+    assert len(lines) == 4  # header, rule, storm, restart
+    assert "| pushhub | storm | 1,000 | 1 | yes |" in lines[2]
+    assert "3,000 | 12,345" in lines[2]
+    assert "| 1.60 | 400 / 1,500 |" in lines[3]
+    assert connect_table([fanout]) == ""

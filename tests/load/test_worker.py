@@ -11,14 +11,19 @@ import pytest
 
 from load.client import LoadConnection
 from load.histogram import LatencyHistogram
+from load.ledger import OPEN
 from load.worker import Receipts, Worker, WorkerSpec
 
 NOW = 1_700_000_000_000_000_000
 
 
 class FakeClient:
-    def __init__(self) -> None:
+    def __init__(self, windowed: bool = False) -> None:
         self.pending: asyncio.Future[None] | None = None
+        self.windowed = windowed
+        self.confirmed_ns = 0
+        self.window_start = OPEN if windowed else 0
+        self.window_end = OPEN
 
 
 def make_worker() -> Worker:
@@ -113,3 +118,43 @@ def test_a_sequence_number_far_beyond_the_range_is_bad_not_counted() -> None:
     feed(worker, message(10**12, NOW))
     receipts = worker._collect(next_base=0)
     assert (receipts.bad, receipts.messages, receipts.counts) == (1, 0, b"")
+
+
+def test_frames_and_presence_lines_are_counted_since_the_start() -> None:
+    worker = make_worker()
+    joins = [{"type": "join", "channel": "c", "client": str(i)} for i in range(3)]
+    feed(worker, b"\n".join(orjson.dumps(j) for j in joins))
+    feed(worker, orjson.dumps({"type": "presence_count", "channel": "c", "users": 9}))
+    feed(worker, orjson.dumps({"type": "leave", "channel": "c", "client": "1"}))
+    feed(worker, orjson.dumps({"type": "connected", "client": "x"}))
+    worker._collect(next_base=0)
+    peek = worker._peek()
+    assert (peek.frames, peek.presence) == (4, 5)
+
+
+async def test_a_windowed_client_counts_only_messages_published_in_its_window() -> None:
+    worker, client = make_worker(), FakeClient(windowed=True)
+    client.pending = asyncio.get_running_loop().create_future()
+    feed(worker, message(0, NOW), client)  # before the subscribe is confirmed
+    feed(worker, orjson.dumps({"type": "subscribed", "channel": "c", "id": 1}), client)
+    start = client.window_start
+    assert start == client.confirmed_ns > 0
+    feed(worker, message(1, start - 1), client)  # published before the window
+    feed(worker, message(2, start), client)
+    client.window_end = start + 10  # the cut
+    feed(worker, message(3, start + 9), client)
+    feed(worker, message(4, start + 10), client)
+    receipts = worker._collect(next_base=0)
+    assert counts(receipts) == [0, 0, 1, 1]
+    assert (receipts.messages, receipts.uncounted) == (2, 3)
+    assert LatencyHistogram.from_state(receipts.latency).total == 2
+
+
+async def test_a_subscribe_confirmed_between_the_cut_and_the_restart_counts_nothing() -> None:
+    worker, client = make_worker(), FakeClient(windowed=True)
+    client.pending = asyncio.get_running_loop().create_future()
+    worker._cut(NOW, 2**62)  # the cut has passed, the restart is far ahead
+    feed(worker, orjson.dumps({"type": "subscribed", "channel": "c", "id": 1}), client)
+    assert client.window_end <= client.window_start
+    feed(worker, message(0, client.window_start), client)
+    assert worker._collect(next_base=0).uncounted == 1

@@ -321,6 +321,8 @@ async def _client_publish(rig: Rig, payload: bytes) -> None:
     text += payload.decode("utf-8", errors="replace") + "}"
     await rig.publisher.send(text)
     reply = await rig.publisher.recv()
+    while reply["type"] == "ping":  # the server's heartbeat, every ping_interval
+        reply = await rig.publisher.recv()
     ok, value = parsed(text)
     if not ok:
         assert (reply["type"], reply["code"]) == ("error", "bad_json"), reply

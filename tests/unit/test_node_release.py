@@ -102,8 +102,12 @@ async def test_a_decided_close_releases_presence_before_the_socket_is_gone(node:
 
     await until(lambda: not node._releasing and not node.hub.holds(leaving.conn), "release")
     assert (await node.engine.presence_counts(["lobby"]))[0].connections == 1
-    leaves = [e for e in watcher_sender.events() if e["type"] == "leave"]
-    assert [e["client"] for e in leaves] == [leaving.id]
+
+    def leaves() -> list[str]:
+        return [e["client"] for e in watcher_sender.events() if e["type"] == "leave"]
+
+    await until(lambda: bool(leaves()), "the leave, at the next presence tick")
+    assert leaves() == [leaving.id]
 
 
 async def test_a_payload_that_breaks_delivery_is_counted_and_the_next_one_arrives(

@@ -33,11 +33,13 @@ class Events(Ignore):
     def __init__(self) -> None:
         self.seen: list[dict[str, Any]] = []
 
-    def on_join(self, channel: str, member: str, info: bytes | None) -> None:
-        self._record(channel, Join(member, info))
+    def on_join(
+        self, channel: str, member: str, info: bytes | None, counts: PresenceCount | None
+    ) -> None:
+        self._record(channel, Join(member, info, counts))
 
-    def on_leave(self, channel: str, member: str) -> None:
-        self._record(channel, Leave(member))
+    def on_leave(self, channel: str, member: str, counts: PresenceCount | None) -> None:
+        self._record(channel, Leave(member, counts))
 
     def _record(self, channel: str, event: Join | Leave) -> None:
         frame = presence_frame(channel, event)

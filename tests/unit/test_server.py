@@ -29,6 +29,7 @@ from pushhub import server
 from pushhub.config import Settings
 from pushhub.server import (
     TRANSPORT_EXTENSION,
+    Handshakes,
     Limits,
     PushhubHttpProtocol,
     PushhubWebSocketProtocol,
@@ -365,9 +366,12 @@ class Harness:
         limits: Limits = LIMITS,
         limit_concurrency: int | None = None,
         ping_interval: float | None = 1.0,
+        handshakes: Handshakes | None = None,
     ) -> None:
         class Http(PushhubHttpProtocol):
             pass
+
+        Http.handshakes = handshakes or Handshakes(100)
 
         class WebSocket(PushhubWebSocketProtocol):
             def __init__(
@@ -694,6 +698,52 @@ async def test_a_websocket_closed_by_the_app_is_aborted_if_the_close_cannot_be_f
 
     assert h.transport.aborted
     await h.transport.until(lambda: app.received[-1]["type"] == "websocket.disconnect")
+
+
+class GatedAccept:
+    """Accepts each socket once the test says so."""
+
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await self.go.wait()
+        await send({"type": "websocket.accept"})
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+
+async def test_upgrades_past_max_handshakes_in_progress_get_503_until_one_is_done(
+    clock: ManualClock, harness: Callable[..., Harness]
+) -> None:
+    handshakes = Handshakes(2)
+    app = GatedAccept()
+    first, second = harness(app=app, handshakes=handshakes), harness(app=app, handshakes=handshakes)
+    first.send(upgrade_request())
+    second.send(upgrade_request())
+    await asyncio.sleep(0)
+    assert handshakes.in_progress == 2
+
+    third = harness(app=app, handshakes=handshakes)
+    third.send(upgrade_request())
+
+    assert third.written.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert b"retry-after: 1\r\n" in third.written
+    assert handshakes.refused == 1
+
+    # One socket lost before the app accepted it, one accepted: both are done.
+    second.transport.abort()  # lost, as a reset from the peer would be
+    await second.transport.until(lambda: handshakes.in_progress == 1)
+    app.go.set()
+    await first.transport.until(lambda: b"101 Switching Protocols" in first.written)
+    assert handshakes.in_progress == 0
+    fourth = harness(app=app, handshakes=handshakes)
+    fourth.send(upgrade_request())
+    await fourth.transport.until(lambda: b"101 Switching Protocols" in fourth.written)
+    assert handshakes.in_progress == 0
 
 
 async def test_an_accepted_websocket_keeps_no_handshake_headers_and_still_reads_frames(

@@ -8,9 +8,15 @@
 -- A script runs atomically, so "first connection joins" and "last connection leaves"
 -- are decided once, even when several nodes change the same member at the same time.
 -- Presence events are published on the channel itself, as an envelope starting with
--- the byte 0x1E (read back by pushhub/engine/envelope.py).
+-- the byte 0x1E (read back by pushhub/engine/envelope.py), with the channel's users
+-- ("u") and connections ("c") right after the change: past a channel's member bound
+-- the nodes send those counts instead of the events.
 
 local conns, conninfo, members, counts, info = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+
+local function counted()
+  return ',"u":' .. redis.call('ZCARD', members) .. ',"c":' .. redis.call('ZCARD', conns) .. '}'
+end
 
 local function touch(ttl)
   for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ttl) end
@@ -26,7 +32,7 @@ local function remove_conn(id, emit, channel)
     redis.call('HDEL', info, member)
     redis.call('ZREM', members, member)
     if emit == '1' then
-      redis.call('PUBLISH', channel, '\30{"t":"leave","m":' .. cjson.encode(member) .. '}')
+      redis.call('PUBLISH', channel, '\30{"t":"leave","m":' .. cjson.encode(member) .. counted())
     end
   end
 end
@@ -47,7 +53,7 @@ if op == 'join' then
       if emit == '1' then
         local i = redis.call('HGET', info, member) or 'null'
         redis.call('PUBLISH', channel,
-          '\30{"t":"join","m":' .. cjson.encode(member) .. ',"i":' .. i .. '}')
+          '\30{"t":"join","m":' .. cjson.encode(member) .. ',"i":' .. i .. counted())
       end
     end
   end
