@@ -62,6 +62,8 @@ ENV = {
     # The fuzzer sends thousands of frames from one socket and one address.
     "PUSHHUB_MAX_FRAMES_PER_SECOND": "100000",
     "PUSHHUB_FRAME_BURST": "1000000",
+    # Every payload waits for its join and its leave, each sent at a presence tick.
+    "PUSHHUB_PRESENCE_TICK": "0.01",
 }
 
 
