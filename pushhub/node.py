@@ -115,6 +115,8 @@ class Node:
         self.presence_feed = PresenceFeed(
             lambda channel: self.rules.options(channel).join_leave_max_members,
             settings.outbound_queue_bytes // 4,
+            # Counts of a large channel: at most once a second (or once a tick, if longer).
+            count_every=max(1, round(1.0 / settings.presence_tick)),
         )
         self._tick: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -261,6 +263,10 @@ class Node:
                 self.messages_delivered += self.hub.broadcast(channel, frame)
             except Exception:
                 self._delivery_failed(channel)
+        if len(self.presence_feed):  # counts held back for a later tick
+            self._tick = asyncio.get_running_loop().call_later(
+                self.settings.presence_tick, self._flush_presence
+            )
 
     def _lost(self, channel: str, why: str) -> None:
         """Tell every local subscriber of ``channel`` to resubscribe from its position."""

@@ -7,12 +7,13 @@ joined with "\\n" (clients already split frames on newlines), encoded once for a
 subscribers. A client then gets at most one presence frame per channel per tick.
 
 Past ``join_leave_max_members`` members a channel's per-member events stop: subscribers
-get a ``presence_count`` frame (users, connections) instead, at most once per tick and
-only when the counts changed; the member list stays available page by page. When the
-channel falls back to the bound, or a tick gathered more than ``max_bytes`` of events
-(the rest were dropped), a ``presence_count`` frame with ``"join_leave": true`` tells
-subscribers that per-member events go on from here and that they should read the member
-list again.
+get a ``presence_count`` frame (users, connections) instead, only when the counts
+changed and at most once per ``count_every`` ticks (a second, by default: a frame to
+every member of a large channel each tick would cost more than the events it
+replaces); the member list stays available page by page. When the channel falls back
+to the bound, or a tick gathered more than ``max_bytes`` of events (the rest were
+dropped), a ``presence_count`` frame with ``"join_leave": true`` tells subscribers that
+per-member events go on from here and that they should read the member list again.
 
 Plain code: no I/O, no clock. The node adds what the engine reports and calls ``flush``
 once per tick.
@@ -51,16 +52,20 @@ def count_frame(channel: str, users: int, connections: int, join_leave: bool) ->
 class PresenceFeed:
     """Per channel: the event lines of the current tick and the member counts."""
 
-    __slots__ = ("_counting", "_max_bytes", "_max_members", "_ticks")
+    __slots__ = ("_count_every", "_counting", "_flushes", "_max_bytes", "_max_members", "_ticks")
 
-    def __init__(self, max_members: Callable[[str], int], max_bytes: int) -> None:
+    def __init__(
+        self, max_members: Callable[[str], int], max_bytes: int, count_every: int = 1
+    ) -> None:
         #: A channel's bound on members with per-member events (0: no bound).
         self._max_members = max_members
         #: The most bytes of event lines one frame may carry.
         self._max_bytes = max_bytes
         self._ticks: dict[str, _Tick] = {}
-        #: Channels in count mode -> the counts last sent.
-        self._counting: dict[str, tuple[int, int]] = {}
+        #: Channels in count mode -> the counts last sent, and the flush that sent them.
+        self._counting: dict[str, tuple[tuple[int, int], int]] = {}
+        self._count_every = count_every
+        self._flushes = 0
 
     def __len__(self) -> int:
         return len(self._ticks)
@@ -89,6 +94,7 @@ class PresenceFeed:
     def flush(self) -> list[tuple[str, str]]:
         """The frame of each channel with something to say this tick, and a new tick."""
         ticks, self._ticks = self._ticks, {}
+        self._flushes += 1
         out: list[tuple[str, str]] = []
         for channel, tick in ticks.items():
             frame = self._frame(channel, tick)
@@ -100,9 +106,17 @@ class PresenceFeed:
         limit = self._max_members(channel)
         counts = (tick.users, tick.connections)
         if limit and tick.users > limit:
-            if self._counting.get(channel) == counts:
+            last = self._counting.get(channel)
+            if last is not None and last[0] == counts:
                 return None
-            self._counting[channel] = counts
+            if last is not None and self._flushes - last[1] < self._count_every:
+                # Counts went out lately: these go with a later tick (newer ones, if
+                # events come meanwhile), so the last change is never lost.
+                carried = self._ticks.setdefault(channel, _Tick())
+                if carried.users < 0:
+                    carried.users, carried.connections = counts
+                return None
+            self._counting[channel] = (counts, self._flushes)
             return count_frame(channel, tick.users, tick.connections, False)
         if self._counting.pop(channel, None) is not None or tick.overflowed:
             # The events of this tick are relative to a list the subscribers do not

@@ -117,3 +117,19 @@ def test_forget_drops_the_tick_and_the_mode() -> None:
 
     assert not f.counting("c")
     assert f.flush() == []
+
+
+def test_counts_go_out_at_most_once_per_count_every_ticks_and_the_last_change_is_kept() -> None:
+    f = PresenceFeed(lambda channel: 2, 1000, count_every=3)
+    sent: list[int] = []
+    for n in range(3, 10):  # the count changes every tick
+        f.add("c", None, n, n)
+        for _, frame in f.flush():
+            sent.append(orjson.loads(frame)["users"])
+    # Churn stopped at 9: the held-back change goes out within count_every ticks.
+    for _ in range(3):
+        for _, frame in f.flush():
+            sent.append(orjson.loads(frame)["users"])
+
+    assert sent == [3, 6, 9]
+    assert len(f) == 0
