@@ -67,7 +67,7 @@ class Options:
     retry_for: float = 120.0
     #: stormload: the new clients that connect at once while the stream runs.
     storm_clients: int = 5000
-    #: pushhub's max_handshakes for the run (None: pushhub's default, 500).
+    #: pushhub's max_handshakes for the run (None: pushhub's default, 2,000).
     max_handshakes: int | None = None
 
 

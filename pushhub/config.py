@@ -122,7 +122,7 @@ class Settings:
     #: WebSocket handshakes in progress at once (from the upgrade request until the app
     #: accepts or refuses the socket); beyond it, upgrades get 503 with Retry-After at
     #: once, so a reconnect storm cannot starve the clients already connected.
-    max_handshakes: int = 500
+    max_handshakes: int = 2000
     #: HTTP request line and headers: most bytes, and seconds to receive them. A
     #: connection that sends nothing is closed after ``header_timeout`` too.
     max_header_bytes: int = 32 * 1024
