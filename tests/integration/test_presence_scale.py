@@ -197,7 +197,12 @@ async def test_past_the_member_bound_counts_replace_events_and_events_resume_bel
 
     # Joins while within the bound, then counts only.
     assert watcher.joins == ["u:watcher", "u:m0", "u:m1", "u:m2", "u:m3"]
-    assert [c["users"] for c in watcher.counts] == [6, 7, 8]
+    # Counts at most once a second: the first past the bound, the last, maybe one between.
+    users = [c["users"] for c in watcher.counts]
+    assert users[0] == 6
+    assert users[-1] == 8
+    assert users == sorted(users)
+    assert len(users) <= 3
     assert all(c["join_leave"] is False for c in watcher.counts)
     assert rest_count(a, channel) == {
         "channel": channel,
