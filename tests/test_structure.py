@@ -172,3 +172,10 @@ def test_nothing_outside_the_engines_names_an_engine_module(module: str) -> None
     assert module not in importers_of("pushhub.engine.redis")
     assert module not in importers_of("pushhub.engine.memory")
     assert module not in importers_of("pushhub.engine.envelope")
+
+
+@pytest.mark.parametrize("module", ["pushhub.presence_feed", "pushhub.stream"])
+def test_the_presence_feed_and_stream_positions_are_plain_code(module: str) -> None:
+    # Decided without I/O or a clock, so tested with plain calls; the node does the timing.
+    assert module in modules(), f"{module} not found"
+    assert not {i for i in modules()[module] if i.startswith(("asyncio", "pushhub."))}
