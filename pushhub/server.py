@@ -454,6 +454,11 @@ class PushhubWebSocketProtocol(_Guarded, WebSocketsSansIOProtocol):
         self.guard.abort_for(f"no pong within {self.ping_timeout:g}s", logging.DEBUG)
 
     async def send(self, message: Any) -> None:
+        if self.handshake_complete:
+            # A frame on an open socket (every message to every subscriber): nothing
+            # of the handshake is left to do.
+            await super().send(message)
+            return
         try:
             await super().send(message)
         finally:
